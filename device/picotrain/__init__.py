@@ -1,0 +1,18 @@
+"""picotrain: integer-only on-device training for MicroPython (and its CPython mirror).
+
+    import picotrain
+    m = picotrain.load("model.pt8")
+    t = picotrain.NITI(m)
+    t.fit(data, epochs=3)
+    m.predict(x); m.save("model.pt8")
+
+picotrain.backend() names the active kernel backend; picotrain.use_backend()
+changes it.
+"""
+from .kernels import backend, use as use_backend  # noqa: F401
+from .layers import Conv2d, Flatten, Linear, MaxPool2d, Model, ReLU, Tensor  # noqa: F401
+from .modelfile import ModelFileError, load  # noqa: F401
+from .rng import XorShift32  # noqa: F401
+from .train import NITI, StaticNITI, Trainer, calibrate, evaluate  # noqa: F401
+
+__version__ = "0.1.0"

@@ -1,0 +1,156 @@
+"""numpy kernels: the fast host mirror (CPython only).
+
+Same signatures and the same bits as kernels_py.py; the caller's array.array
+buffers are wrapped without copying (np.frombuffer) and written in place.
+Integer arithmetic is done in int64, so no intermediate can overflow before
+the documented saturation. Tiny kernels (loss, argmax) reuse the pure-Python
+code: they touch ten values and numpy would only add overhead.
+"""
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .kernels_py import (Q_MAX, argmax_s8, bit_length, conv_out_size,  # noqa: F401
+                         rshift_round, softmax_xent_s8)
+
+_I8, _I32 = np.int8, np.int32
+
+
+def _v(buf, dtype, n):
+    """A numpy view of the first n items of a caller-owned buffer."""
+    return np.frombuffer(buf, dtype=dtype, count=n)
+
+
+def _round(v, s):
+    """Round-half-away-from-zero shift of an int64 array (see rshift_round)."""
+    if s <= 0:
+        return v
+    m = (np.abs(v) + (1 << (s - 1))) >> s
+    return np.where(v < 0, -m, m)
+
+
+def _sat32(v):
+    return np.clip(v, -0x7FFFFFFF, 0x7FFFFFFF)
+
+
+def bitlen_s32(acc, n):
+    if n == 0:
+        return 0
+    return bit_length(int(np.abs(_v(acc, _I32, n).astype(np.int64)).max()))
+
+
+def requant_s32_s8(acc, out, n, shift):
+    r = _round(_v(acc, _I32, n).astype(np.int64), shift)
+    sat = int(np.count_nonzero((r > Q_MAX) | (r < -Q_MAX)))
+    _v(out, _I8, n)[:] = np.clip(r, -Q_MAX, Q_MAX)
+    return sat
+
+
+def bias_add_s32(acc, bias, c, plane, d):
+    b = _v(bias, _I32, c).astype(np.int64)
+    b = b << d if d >= 0 else _round(b, -d)
+    a = _v(acc, _I32, c * plane).reshape(c, plane)
+    a[:] = _sat32(a.astype(np.int64) + b[:, None])
+
+
+def acc_add_s32(acc, g, n, sa, sg):
+    a = _v(acc, _I32, n)
+    a[:] = _sat32(_round(a.astype(np.int64), sa) + _round(_v(g, _I32, n).astype(np.int64), sg))
+
+
+def fc_s8_s32(x, w, out, n_in, n_out):
+    W = _v(w, _I8, n_out * n_in).reshape(n_out, n_in).astype(np.int64)
+    _v(out, _I32, n_out)[:] = W @ _v(x, _I8, n_in).astype(np.int64)
+
+
+def fc_t_s8_s32(e, w, out, n_in, n_out):
+    W = _v(w, _I8, n_out * n_in).reshape(n_out, n_in).astype(np.int64)
+    _v(out, _I32, n_in)[:] = _v(e, _I8, n_out).astype(np.int64) @ W
+
+
+def outer_s8_s32(e, x, out, n_out, n_in):
+    g = np.outer(_v(e, _I8, n_out).astype(np.int64), _v(x, _I8, n_in).astype(np.int64))
+    _v(out, _I32, n_out * n_in)[:] = g.ravel()
+
+
+def _cols(x, c_in, h, wd, k, stride, pad):
+    """im2col: (c_in*k*k, oh*ow) int64 patches of the zero-padded input."""
+    X = _v(x, _I8, c_in * h * wd).reshape(c_in, h, wd).astype(np.int64)
+    X = np.pad(X, ((0, 0), (pad, pad), (pad, pad)))
+    win = sliding_window_view(X, (k, k), axis=(1, 2))[:, ::stride, ::stride]
+    oh, ow = win.shape[1], win.shape[2]
+    return win.transpose(0, 3, 4, 1, 2).reshape(c_in * k * k, oh * ow)
+
+
+def conv2d_s8_s32_chw(x, w, out, c_in, h, wd, c_out, k, stride, pad):
+    cols = _cols(x, c_in, h, wd, k, stride, pad)
+    W = _v(w, _I8, c_out * c_in * k * k).reshape(c_out, -1).astype(np.int64)
+    r = W @ cols
+    _v(out, _I32, r.size)[:] = r.ravel()
+
+
+def conv2d_t_s8_s32_chw(e, w, out, c_in, h, wd, c_out, k, stride, pad):
+    oh = conv_out_size(h, k, stride, pad)
+    ow = conv_out_size(wd, k, stride, pad)
+    W = _v(w, _I8, c_out * c_in * k * k).reshape(c_out, c_in, k, k).astype(np.int64)
+    E = _v(e, _I8, c_out * oh * ow).reshape(c_out, oh, ow).astype(np.int64)
+    X = np.zeros((c_in, h + 2 * pad, wd + 2 * pad), np.int64)
+    # col2im: every kernel tap scatters W^T e back onto the strided input grid.
+    for kh in range(k):
+        for kw in range(k):
+            tap = np.tensordot(W[:, :, kh, kw], E, axes=(0, 0))  # (c_in, oh, ow)
+            X[:, kh:kh + stride * oh:stride, kw:kw + stride * ow:stride] += tap
+    _v(out, _I32, c_in * h * wd)[:] = X[:, pad:pad + h, pad:pad + wd].ravel()
+
+
+def conv2d_grad_s8_s32_chw(e, x, out, c_in, h, wd, c_out, k, stride, pad):
+    cols = _cols(x, c_in, h, wd, k, stride, pad)
+    E = _v(e, _I8, c_out * cols.shape[1]).reshape(c_out, -1).astype(np.int64)
+    _v(out, _I32, c_out * c_in * k * k)[:] = (E @ cols.T).ravel()
+
+
+def relu_s8(x, n):
+    v = _v(x, _I8, n)
+    np.maximum(v, 0, out=v)
+
+
+def relu_bwd_s8(y, e, n):
+    _v(e, _I8, n)[_v(y, _I8, n) <= 0] = 0
+
+
+def maxpool2d_s8_chw(x, out, idx, c, h, wd, k):
+    oh, ow = h // k, wd // k
+    X = _v(x, _I8, c * h * wd).reshape(c, h, wd)[:, :oh * k, :ow * k]
+    win = X.reshape(c, oh, k, ow, k).transpose(0, 1, 3, 2, 4).reshape(c, oh, ow, k * k)
+    bi = win.argmax(axis=3)  # first maximum, as the reference
+    _v(out, _I8, c * oh * ow)[:] = np.take_along_axis(win, bi[..., None], 3).ravel()
+    if idx is not None:
+        np.frombuffer(idx, np.uint8, c * oh * ow)[:] = bi.ravel()
+
+
+def maxpool2d_bwd_s8_chw(e, idx, out, c, h, wd, k):
+    oh, ow = h // k, wd // k
+    O = _v(out, _I8, c * h * wd).reshape(c, h, wd)
+    O[:] = 0
+    bi = np.frombuffer(idx, np.uint8, c * oh * ow).reshape(c, oh, ow).astype(np.int64)
+    ch, oy, ox = np.indices((c, oh, ow))
+    O[ch, oy * k + bi // k, ox * k + bi % k] = _v(e, _I8, c * oh * ow).reshape(c, oh, ow)
+
+
+def _pseudo(g, s):
+    """Vectorised rshift_pseudo (NITI's pseudo-stochastic rounding)."""
+    m = np.abs(g)
+    rem = m & ((1 << s) - 1)
+    half = s >> 1
+    rnd = (rem & ((1 << half) - 1)) << (s & 1)
+    q = (m >> s) + ((rem >> half) > rnd)
+    return np.where(g < 0, -q, q)
+
+
+def update_s8(w, g, n, shift):
+    G = _v(g, _I32, n).astype(np.int64)
+    d = G if shift <= 0 else _pseudo(G, shift)
+    W = _v(w, _I8, n)
+    r = W.astype(np.int64) - d
+    sat = int(np.count_nonzero((r > Q_MAX) | (r < -Q_MAX)))
+    W[:] = np.clip(r, -Q_MAX, Q_MAX)
+    return sat

