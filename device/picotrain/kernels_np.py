@@ -57,14 +57,75 @@ def acc_add_s32(acc, g, n, sa, sg):
     a[:] = _sat32(_round(a.astype(np.int64), sa) + _round(_v(g, _I32, n).astype(np.int64), sg))
 
 
-def fc_s8_s32(x, w, out, n_in, n_out):
-    W = _v(w, _I8, n_out * n_in).reshape(n_out, n_in).astype(np.int64)
+# ---------------------------------------------------- edge-popup (PRIOT) --
+_SDT = {"b": np.int8, "h": np.int16}
+
+
+def _scored(subset, n):
+    """Boolean array: which of n edges carry a score."""
+    return np.unpackbits(np.frombuffer(subset, np.uint8), count=n, bitorder="little").astype(bool)
+
+
+def _score_view(scores, subset, n):
+    m = n if subset is None else int(_scored(subset, n).sum())
+    return np.frombuffer(scores, _SDT[scores.typecode], count=m)
+
+
+def _masked(w, scores, subset, thr, n):
+    """int64 weights with pruned edges zeroed (a host-side temporary)."""
+    W = _v(w, _I8, n).astype(np.int64)
+    if scores is None:
+        return W
+    S = _score_view(scores, subset, n)
+    if subset is None:
+        W[S < thr] = 0
+    else:
+        idx = np.flatnonzero(_scored(subset, n))
+        W[idx[S < thr]] = 0
+    return W
+
+
+def mask_s8(w, scores, subset, thr, out, n):
+    _v(out, _I8, n)[:] = _masked(w, scores, subset, thr, n)
+
+
+def fc_mask_s8_s32(x, w, scores, subset, thr, out, n_in, n_out):
+    W = _masked(w, scores, subset, thr, n_in * n_out).reshape(n_out, n_in)
     _v(out, _I32, n_out)[:] = W @ _v(x, _I8, n_in).astype(np.int64)
 
 
-def fc_t_s8_s32(e, w, out, n_in, n_out):
-    W = _v(w, _I8, n_out * n_in).reshape(n_out, n_in).astype(np.int64)
+def fc_t_mask_s8_s32(e, w, scores, subset, thr, out, n_in, n_out):
+    W = _masked(w, scores, subset, thr, n_in * n_out).reshape(n_out, n_in)
     _v(out, _I32, n_in)[:] = _v(e, _I8, n_out).astype(np.int64) @ W
+
+
+def fc_s8_s32(x, w, out, n_in, n_out):
+    fc_mask_s8_s32(x, w, None, None, 0, out, n_in, n_out)
+
+
+def fc_t_s8_s32(e, w, out, n_in, n_out):
+    fc_t_mask_s8_s32(e, w, None, None, 0, out, n_in, n_out)
+
+
+def _score_apply(scores, subset, gw, shift, smax, n):
+    """scores -= round(gw / 2**shift) over the scored edges, saturated."""
+    S = _score_view(scores, subset, n)
+    if subset is not None:
+        gw = gw[_scored(subset, n)]
+    r = S.astype(np.int64) - _round(gw, shift)
+    sat = int(np.count_nonzero((r > smax) | (r < -smax)))
+    S[:] = np.clip(r, -smax, smax)
+    return sat
+
+
+def fc_score_s8(e, x, w, scores, subset, shift, smax, n_in, n_out):
+    g = np.outer(_v(e, _I8, n_out).astype(np.int64), _v(x, _I8, n_in).astype(np.int64)).ravel()
+    return _score_apply(scores, subset, g * _v(w, _I8, n_in * n_out), shift, smax, n_in * n_out)
+
+
+def score_update_s8(scores, subset, g, w, shift, smax, n):
+    gw = _v(g, _I32, n).astype(np.int64) * _v(w, _I8, n)
+    return _score_apply(scores, subset, gw, shift, smax, n)
 
 
 def outer_s8_s32(e, x, out, n_out, n_in):
@@ -81,17 +142,25 @@ def _cols(x, c_in, h, wd, k, stride, pad):
     return win.transpose(0, 3, 4, 1, 2).reshape(c_in * k * k, oh * ow)
 
 
-def conv2d_s8_s32_chw(x, w, out, c_in, h, wd, c_out, k, stride, pad):
+def conv2d_mask_s8_s32_chw(x, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad):
     cols = _cols(x, c_in, h, wd, k, stride, pad)
-    W = _v(w, _I8, c_out * c_in * k * k).reshape(c_out, -1).astype(np.int64)
+    W = _masked(w, scores, subset, thr, c_out * c_in * k * k).reshape(c_out, -1)
     r = W @ cols
     _v(out, _I32, r.size)[:] = r.ravel()
 
 
+def conv2d_s8_s32_chw(x, w, out, c_in, h, wd, c_out, k, stride, pad):
+    conv2d_mask_s8_s32_chw(x, w, None, None, 0, out, c_in, h, wd, c_out, k, stride, pad)
+
+
 def conv2d_t_s8_s32_chw(e, w, out, c_in, h, wd, c_out, k, stride, pad):
+    conv2d_t_mask_s8_s32_chw(e, w, None, None, 0, out, c_in, h, wd, c_out, k, stride, pad)
+
+
+def conv2d_t_mask_s8_s32_chw(e, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad):
     oh = conv_out_size(h, k, stride, pad)
     ow = conv_out_size(wd, k, stride, pad)
-    W = _v(w, _I8, c_out * c_in * k * k).reshape(c_out, c_in, k, k).astype(np.int64)
+    W = _masked(w, scores, subset, thr, c_out * c_in * k * k).reshape(c_out, c_in, k, k)
     E = _v(e, _I8, c_out * oh * ow).reshape(c_out, oh, ow).astype(np.int64)
     X = np.zeros((c_in, h + 2 * pad, wd + 2 * pad), np.int64)
     # col2im: every kernel tap scatters W^T e back onto the strided input grid.
@@ -102,10 +171,20 @@ def conv2d_t_s8_s32_chw(e, w, out, c_in, h, wd, c_out, k, stride, pad):
     _v(out, _I32, c_in * h * wd)[:] = X[:, pad:pad + h, pad:pad + wd].ravel()
 
 
-def conv2d_grad_s8_s32_chw(e, x, out, c_in, h, wd, c_out, k, stride, pad):
+def _conv_grad(e, x, c_in, h, wd, c_out, k, stride, pad):
     cols = _cols(x, c_in, h, wd, k, stride, pad)
     E = _v(e, _I8, c_out * cols.shape[1]).reshape(c_out, -1).astype(np.int64)
-    _v(out, _I32, c_out * c_in * k * k)[:] = (E @ cols.T).ravel()
+    return (E @ cols.T).ravel()
+
+
+def conv2d_grad_s8_s32_chw(e, x, out, c_in, h, wd, c_out, k, stride, pad):
+    _v(out, _I32, c_out * c_in * k * k)[:] = _conv_grad(e, x, c_in, h, wd, c_out, k, stride, pad)
+
+
+def conv2d_score_s8_chw(e, x, w, scores, subset, shift, smax, c_in, h, wd, c_out, k, stride, pad):
+    n = c_out * c_in * k * k
+    g = _conv_grad(e, x, c_in, h, wd, c_out, k, stride, pad)
+    return _score_apply(scores, subset, g * _v(w, _I8, n), shift, smax, n)
 
 
 def relu_s8(x, n):

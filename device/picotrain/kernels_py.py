@@ -110,24 +110,12 @@ def acc_add_s32(acc, g, n, sa, sg):
 
 def fc_s8_s32(x, w, out, n_in, n_out):
     """out[o] = sum_i w[o, i] * x[i]   (w row-major, n_out x n_in)."""
-    for o in range(n_out):
-        b = o * n_in
-        s = 0
-        for i in range(n_in):
-            s += w[b + i] * x[i]
-        out[o] = s
+    fc_mask_s8_s32(x, w, None, None, 0, out, n_in, n_out)
 
 
 def fc_t_s8_s32(e, w, out, n_in, n_out):
     """out[i] = sum_o w[o, i] * e[o]   (error to the input)."""
-    for i in range(n_in):
-        out[i] = 0
-    for o in range(n_out):
-        eo = e[o]
-        if eo:
-            b = o * n_in
-            for i in range(n_in):
-                out[i] += w[b + i] * eo
+    fc_t_mask_s8_s32(e, w, None, None, 0, out, n_in, n_out)
 
 
 def outer_s8_s32(e, x, out, n_out, n_in):
@@ -157,12 +145,25 @@ def conv_out_size(size, k, stride, pad):
     return (size + 2 * pad - k) // stride + 1
 
 
-def conv2d_s8_s32_chw(x, w, out, c_in, h, wd, c_out, k, stride, pad):
-    """Direct convolution, CHW; w is (c_out, c_in, k, k); out is (c_out, oh, ow)."""
+def _kept(scores, subset, thr, j, si):
+    """For edge j whose score (if any) is scores[si]: 1 kept, 0 pruned, +2 when
+    it has a score (the caller advances si). One int back: no tuple."""
+    if scores is None:
+        return 1
+    if subset is not None and not (subset[j >> 3] >> (j & 7)) & 1:
+        return 1
+    return 3 if scores[si] >= thr else 2
+
+
+def conv2d_mask_s8_s32_chw(x, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad):
+    """Direct convolution, CHW; w is (c_out, c_in, k, k); out is (c_out, oh, ow).
+    scores/subset/thr: the edge-popup mask (scores None: no mask)."""
     oh = conv_out_size(h, k, stride, pad)
     ow = conv_out_size(wd, k, stride, pad)
     for j in range(c_out * oh * ow):
         out[j] = 0
+    si = 0
+    j = 0
     for co in range(c_out):
         obase = co * oh * ow
         for ci in range(c_in):
@@ -170,7 +171,10 @@ def conv2d_s8_s32_chw(x, w, out, c_in, h, wd, c_out, k, stride, pad):
                 y0 = _lo(kh, pad, stride)
                 y1 = _hi(kh, pad, stride, h, oh)
                 for kw in range(k):
-                    wv = w[((co * c_in + ci) * k + kh) * k + kw]
+                    kept = _kept(scores, subset, thr, j, si)
+                    si += kept >> 1
+                    wv = w[j] if kept & 1 else 0
+                    j += 1
                     if wv == 0:
                         continue
                     x0 = _lo(kw, pad, stride)
@@ -182,12 +186,18 @@ def conv2d_s8_s32_chw(x, w, out, c_in, h, wd, c_out, k, stride, pad):
                             out[orow + ox] += wv * x[xrow + ox * stride]
 
 
-def conv2d_t_s8_s32_chw(e, w, out, c_in, h, wd, c_out, k, stride, pad):
-    """Error to the input of a convolution: out is (c_in, h, wd)."""
+def conv2d_s8_s32_chw(x, w, out, c_in, h, wd, c_out, k, stride, pad):
+    conv2d_mask_s8_s32_chw(x, w, None, None, 0, out, c_in, h, wd, c_out, k, stride, pad)
+
+
+def conv2d_t_mask_s8_s32_chw(e, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad):
+    """Error to the input of a (masked) convolution: out is (c_in, h, wd)."""
     oh = conv_out_size(h, k, stride, pad)
     ow = conv_out_size(wd, k, stride, pad)
     for j in range(c_in * h * wd):
         out[j] = 0
+    si = 0
+    j = 0
     for co in range(c_out):
         ebase = co * oh * ow
         for ci in range(c_in):
@@ -195,7 +205,10 @@ def conv2d_t_s8_s32_chw(e, w, out, c_in, h, wd, c_out, k, stride, pad):
                 y0 = _lo(kh, pad, stride)
                 y1 = _hi(kh, pad, stride, h, oh)
                 for kw in range(k):
-                    wv = w[((co * c_in + ci) * k + kh) * k + kw]
+                    kept = _kept(scores, subset, thr, j, si)
+                    si += kept >> 1
+                    wv = w[j] if kept & 1 else 0
+                    j += 1
                     if wv == 0:
                         continue
                     x0 = _lo(kw, pad, stride)
@@ -207,26 +220,147 @@ def conv2d_t_s8_s32_chw(e, w, out, c_in, h, wd, c_out, k, stride, pad):
                             out[xrow + ox * stride] += wv * e[erow + ox]
 
 
+def conv2d_t_s8_s32_chw(e, w, out, c_in, h, wd, c_out, k, stride, pad):
+    conv2d_t_mask_s8_s32_chw(e, w, None, None, 0, out, c_in, h, wd, c_out, k, stride, pad)
+
+
+def _conv_tap(e, x, co, ci, kh, kw, c_in, h, wd, oh, ow, stride, pad):
+    """Gradient of one weight: sum over output positions of e * x."""
+    y0 = _lo(kh, pad, stride)
+    y1 = _hi(kh, pad, stride, h, oh)
+    x0 = _lo(kw, pad, stride)
+    x1 = _hi(kw, pad, stride, wd, ow)
+    s = 0
+    ebase = co * oh * ow
+    for oy in range(y0, y1):
+        xrow = (ci * h + oy * stride - pad + kh) * wd - pad + kw
+        erow = ebase + oy * ow
+        for ox in range(x0, x1):
+            s += e[erow + ox] * x[xrow + ox * stride]
+    return s
+
+
 def conv2d_grad_s8_s32_chw(e, x, out, c_in, h, wd, c_out, k, stride, pad):
     """Weight gradient of a convolution: out is (c_out, c_in, k, k)."""
     oh = conv_out_size(h, k, stride, pad)
     ow = conv_out_size(wd, k, stride, pad)
+    j = 0
     for co in range(c_out):
-        ebase = co * oh * ow
         for ci in range(c_in):
             for kh in range(k):
-                y0 = _lo(kh, pad, stride)
-                y1 = _hi(kh, pad, stride, h, oh)
                 for kw in range(k):
-                    x0 = _lo(kw, pad, stride)
-                    x1 = _hi(kw, pad, stride, wd, ow)
-                    s = 0
-                    for oy in range(y0, y1):
-                        xrow = (ci * h + oy * stride - pad + kh) * wd - pad + kw
-                        erow = ebase + oy * ow
-                        for ox in range(x0, x1):
-                            s += e[erow + ox] * x[xrow + ox * stride]
-                    out[((co * c_in + ci) * k + kh) * k + kw] = s
+                    out[j] = _conv_tap(e, x, co, ci, kh, kw, c_in, h, wd, oh, ow, stride, pad)
+                    j += 1
+
+
+def conv2d_score_s8_chw(e, x, w, scores, subset, shift, smax, c_in, h, wd, c_out, k, stride, pad):
+    """Fused PRIOT score step of a convolution (see fc_score_s8): each scored
+    edge's gradient is summed over positions and applied at once, so no
+    int32 gradient buffer exists. Returns the saturation count."""
+    oh = conv_out_size(h, k, stride, pad)
+    ow = conv_out_size(wd, k, stride, pad)
+    sat = 0
+    si = 0
+    j = 0
+    for co in range(c_out):
+        for ci in range(c_in):
+            for kh in range(k):
+                for kw in range(k):
+                    if subset is None or (subset[j >> 3] >> (j & 7)) & 1:
+                        g = _conv_tap(e, x, co, ci, kh, kw, c_in, h, wd, oh, ow, stride, pad)
+                        sat += _score_step(scores, si, g * w[j], shift, smax)
+                        si += 1
+                    j += 1
+    return sat
+
+
+# ------------------------------------------------- edge-popup (PRIOT) masks --
+# An edge j is kept when it has no score (subset given and bit j clear) or
+# its score is >= thr. scores hold one value per scored edge, in edge order:
+# dense when subset is None, compact (one per set bit) otherwise. subset is
+# a bitmap, bit j = byte j >> 3, bit j & 7. The compute kernels below visit
+# the weights in edge order, so the mask costs one test per weight, not per
+# MAC, and no mask buffer exists.
+
+def mask_s8(w, scores, subset, thr, out, n):
+    """out[j] = w[j] if edge j is kept else 0 (materialises a masked model)."""
+    si = 0
+    for j in range(n):
+        kept = _kept(scores, subset, thr, j, si)
+        si += kept >> 1
+        out[j] = w[j] if kept & 1 else 0
+
+
+def fc_mask_s8_s32(x, w, scores, subset, thr, out, n_in, n_out):
+    """fc_s8_s32 with the masked weights (scores None: no mask)."""
+    si = 0
+    j = 0
+    for o in range(n_out):
+        s = 0
+        for i in range(n_in):
+            kept = _kept(scores, subset, thr, j, si)
+            si += kept >> 1
+            if kept & 1:
+                s += w[j] * x[i]
+            j += 1
+        out[o] = s
+
+
+def fc_t_mask_s8_s32(e, w, scores, subset, thr, out, n_in, n_out):
+    """fc_t_s8_s32 with the masked weights (scores None: no mask)."""
+    for i in range(n_in):
+        out[i] = 0
+    si = 0
+    j = 0
+    for o in range(n_out):
+        eo = e[o]
+        for i in range(n_in):
+            kept = _kept(scores, subset, thr, j, si)
+            si += kept >> 1
+            if kept & 1:
+                out[i] += w[j] * eo
+            j += 1
+
+
+def _score_step(scores, si, gw, shift, smax):
+    """scores[si] -= round(gw / 2**shift), saturated to +-smax; 1 if it saturated."""
+    v = scores[si] - rshift_round(gw, shift)
+    if v > smax or v < -smax:
+        scores[si] = smax if v > 0 else -smax
+        return 1
+    scores[si] = v
+    return 0
+
+
+def fc_score_s8(e, x, w, scores, subset, shift, smax, n_in, n_out):
+    """Fused PRIOT score step of a linear layer, no gradient buffer:
+    for each scored edge s = sat(s - round(e[o] * x[i] * w[o, i] / 2**shift)),
+    sat to [-smax, smax]. Returns the saturation count."""
+    sat = 0
+    si = 0
+    for o in range(n_out):
+        eo = e[o]
+        b = o * n_in
+        for i in range(n_in):
+            j = b + i
+            if subset is not None and not (subset[j >> 3] >> (j & 7)) & 1:
+                continue
+            sat += _score_step(scores, si, eo * x[i] * w[j], shift, smax)
+            si += 1
+    return sat
+
+
+def score_update_s8(scores, subset, g, w, shift, smax, n):
+    """PRIOT score step from an int32 weight gradient g (mini-batch path):
+    s = sat(s - round(g[j] * w[j] / 2**shift)) for each scored edge."""
+    sat = 0
+    si = 0
+    for j in range(n):
+        if subset is not None and not (subset[j >> 3] >> (j & 7)) & 1:
+            continue
+        sat += _score_step(scores, si, g[j] * w[j], shift, smax)
+        si += 1
+    return sat
 
 
 # ------------------------------------------------------ activation, pooling --

@@ -274,3 +274,97 @@ def test_backend_selection_and_report():
         assert kernels.use("auto") in ("numpy", "native")
     finally:
         kernels.use("auto")
+
+
+# ---------------------------------------------------- edge-popup (PRIOT) --
+
+def mask_case(data, n):
+    """Random scores (int8 or int16, dense or compact over a random subset)."""
+    tc = data.draw(st.sampled_from("bh"))
+    lim = 127 if tc == "b" else 32767
+    subset = None
+    m = n
+    if data.draw(st.booleans()):
+        bits = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
+        subset = bytearray((n + 7) // 8)
+        for j, b in enumerate(bits):
+            if b:
+                subset[j >> 3] |= 1 << (j & 7)
+        m = sum(bits)
+    scores = array(tc, data.draw(st.lists(st.integers(-lim, lim), min_size=m, max_size=m)))
+    thr = data.draw(st.sampled_from([-lim, 0, 1, lim, lim + 1]) | st.integers(-lim, lim))
+    return scores, subset, thr, lim
+
+
+def materialise(w, scores, subset, thr):
+    out = a8([0] * len(w))
+    PY.mask_s8(a8(w), scores, subset, thr, out, len(w))
+    return list(out)
+
+
+@settings(max_examples=80)
+@given(st.data())
+def test_masked_fc_and_scores(data):
+    n_in = data.draw(st.integers(1, 9))
+    n_out = data.draw(st.integers(1, 6))
+    n = n_in * n_out
+    w = data.draw(st.lists(i8_full, min_size=n, max_size=n))
+    x = data.draw(st.lists(i8_full, min_size=n_in, max_size=n_in))
+    e = data.draw(st.lists(i8_full, min_size=n_out, max_size=n_out))
+    scores, subset, thr, lim = mask_case(data, n)
+    wm = materialise(w, scores, subset, thr)
+    both("mask_s8", a8(w), scores, subset, thr, a8([0] * n), n, outs=(4,))
+    _, (o,) = both("fc_mask_s8_s32", a8(x), a8(w), scores, subset, thr, a32([0] * n_out), n_in, n_out,
+                   outs=(5,))
+    ref = a32([0] * n_out)
+    PY.fc_s8_s32(a8(x), a8(wm), ref, n_in, n_out)
+    assert o == bytes(ref)
+    _, (t,) = both("fc_t_mask_s8_s32", a8(e), a8(w), scores, subset, thr, a32([0] * n_in), n_in, n_out,
+                   outs=(5,))
+    PY.fc_t_s8_s32(a8(e), a8(wm), (ref := a32([0] * n_in)), n_in, n_out)
+    assert t == bytes(ref)
+    shift = data.draw(st.integers(0, 20))
+    sat, (sc,) = both("fc_score_s8", a8(e), a8(x), a8(w), scores, subset, shift, lim, n_in, n_out,
+                      outs=(3,))
+    # the fused step equals outer() followed by score_update_s8
+    g = a32([0] * n)
+    PY.outer_s8_s32(a8(e), a8(x), g, n_out, n_in)
+    s2 = array(scores.typecode, scores)
+    assert PY.score_update_s8(s2, subset, g, a8(w), shift, lim, n) == sat and bytes(s2) == sc
+    both("score_update_s8", array(scores.typecode, scores), subset, g, a8(w), shift, lim, n, outs=(0,))
+    # all pruned and nothing pruned
+    if subset is None:
+        none_kept = array(scores.typecode, [-lim] * n)
+        _, (z,) = both("fc_mask_s8_s32", a8(x), a8(w), none_kept, None, -lim + 1, a32([5] * n_out),
+                       n_in, n_out, outs=(5,))
+        assert list(array("i", z)) == [0] * n_out
+
+
+@settings(max_examples=50)
+@given(conv_geom, st.data())
+def test_masked_conv_and_scores(geom, data):
+    c_in, h, wd, c_out, k, stride, pad = geom
+    if pad >= k or h + 2 * pad < k or wd + 2 * pad < k:
+        return
+    n = c_out * c_in * k * k
+    x = data.draw(st.lists(i8_full, min_size=c_in * h * wd, max_size=c_in * h * wd))
+    w = data.draw(st.lists(i8_full, min_size=n, max_size=n))
+    scores, subset, thr, lim = mask_case(data, n)
+    wm = materialise(w, scores, subset, thr)
+    g = (c_in, h, wd, c_out, k, stride, pad)
+    ref, oh, ow = conv_ref(x, wm, *g)
+    _, (o,) = both("conv2d_mask_s8_s32_chw", a8(x), a8(w), scores, subset, thr, a32([0] * len(ref)), *g,
+                   outs=(5,))
+    assert list(array("i", o)) == ref
+    e = data.draw(st.lists(i8_full, min_size=len(ref), max_size=len(ref)))
+    _, (t,) = both("conv2d_t_mask_s8_s32_chw", a8(e), a8(w), scores, subset, thr, a32([0] * len(x)), *g,
+                   outs=(5,))
+    tr = a32([0] * len(x))
+    PY.conv2d_t_s8_s32_chw(a8(e), a8(wm), tr, *g)
+    assert t == bytes(tr)
+    shift = data.draw(st.integers(0, 24))
+    sat, (sc,) = both("conv2d_score_s8_chw", a8(e), a8(x), a8(w), scores, subset, shift, lim, *g, outs=(3,))
+    gw = a32([0] * n)
+    PY.conv2d_grad_s8_s32_chw(a8(e), a8(x), gw, *g)
+    s2 = array(scores.typecode, scores)
+    assert PY.score_update_s8(s2, subset, gw, a8(w), shift, lim, n) == sat and bytes(s2) == sc
