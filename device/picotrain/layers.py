@@ -85,6 +85,13 @@ class _Param(Layer):
         self.sat_fwd = 0     # saturated outputs / errors since the last reset
         self.sat_bwd = 0
         self.sat_upd = 0     # weights clipped at +-127 by updates
+        self.gbits = None    # calibrated bit length of the weight gradient (PRIOT's static step)
+        # Edge-popup state (prune.py): scores per edge (compact over `subset`
+        # when given), an edge is used when its score >= thr.
+        self.scores = None
+        self.subset = None
+        self.thr = 0
+        self.mask_bwd = False  # send the error back through W*M instead of W
 
     def _finish(self, ws, y, n, plane, x_exp, dynamic):
         acc = ws.acc
@@ -127,12 +134,24 @@ class Linear(_Param):
         return self.n_in * self.n_out
 
     def forward(self, x, y, ws, dynamic):
-        K.fc_s8_s32(x.data, self.weight.data, ws.acc, self.n_in, self.n_out)
+        if self.scores is None:
+            K.fc_s8_s32(x.data, self.weight.data, ws.acc, self.n_in, self.n_out)
+        else:
+            K.fc_mask_s8_s32(x.data, self.weight.data, self.scores, self.subset, self.thr,
+                             ws.acc, self.n_in, self.n_out)
         self._finish(ws, y, self.n_out, 1, x.exp, dynamic)
 
     def backward_input(self, e, e_in, ws, dynamic):
-        K.fc_t_s8_s32(e.data, self.weight.data, ws.acc, self.n_in, self.n_out)
+        if self.scores is None or not self.mask_bwd:
+            K.fc_t_s8_s32(e.data, self.weight.data, ws.acc, self.n_in, self.n_out)
+        else:
+            K.fc_t_mask_s8_s32(e.data, self.weight.data, self.scores, self.subset, self.thr,
+                               ws.acc, self.n_in, self.n_out)
         self._finish_err(ws, e_in, self.n_in, e.exp, dynamic)
+
+    def score_step(self, e, x, shift, smax):
+        return K.fc_score_s8(e.data, x.data, self.weight.data, self.scores, self.subset,
+                             shift, smax, self.n_in, self.n_out)
 
     def grad(self, e, x, g):
         K.outer_s8_s32(e.data, x.data, g, self.n_out, self.n_in)
@@ -174,15 +193,30 @@ class Conv2d(_Param):
         return self.c_out * self.c_in * self.k * self.k
 
     def forward(self, x, y, ws, dynamic):
-        K.conv2d_s8_s32_chw(x.data, self.weight.data, ws.acc, self.c_in, self.h, self.w,
-                            self.c_out, self.k, self.stride, self.pad)
+        if self.scores is None:
+            K.conv2d_s8_s32_chw(x.data, self.weight.data, ws.acc, self.c_in, self.h, self.w,
+                                self.c_out, self.k, self.stride, self.pad)
+        else:
+            K.conv2d_mask_s8_s32_chw(x.data, self.weight.data, self.scores, self.subset, self.thr,
+                                     ws.acc, self.c_in, self.h, self.w, self.c_out, self.k,
+                                     self.stride, self.pad)
         plane = self.oh * self.ow
         self._finish(ws, y, self.c_out * plane, plane, x.exp, dynamic)
 
     def backward_input(self, e, e_in, ws, dynamic):
-        K.conv2d_t_s8_s32_chw(e.data, self.weight.data, ws.acc, self.c_in, self.h, self.w,
-                              self.c_out, self.k, self.stride, self.pad)
+        if self.scores is None or not self.mask_bwd:
+            K.conv2d_t_s8_s32_chw(e.data, self.weight.data, ws.acc, self.c_in, self.h, self.w,
+                                  self.c_out, self.k, self.stride, self.pad)
+        else:
+            K.conv2d_t_mask_s8_s32_chw(e.data, self.weight.data, self.scores, self.subset, self.thr,
+                                       ws.acc, self.c_in, self.h, self.w, self.c_out, self.k,
+                                       self.stride, self.pad)
         self._finish_err(ws, e_in, self.c_in * self.h * self.w, e.exp, dynamic)
+
+    def score_step(self, e, x, shift, smax):
+        return K.conv2d_score_s8_chw(e.data, x.data, self.weight.data, self.scores, self.subset,
+                                     shift, smax, self.c_in, self.h, self.w, self.c_out, self.k,
+                                     self.stride, self.pad)
 
     def grad(self, e, x, g):
         K.conv2d_grad_s8_s32_chw(e.data, x.data, g, self.c_in, self.h, self.w,
@@ -333,6 +367,14 @@ class Model:
         return sum(n * (4 if tc == "i" else 1) for _, tc, n in self.plan(training))
 
     # -------------------------------------------------------------- compute --
+    @property
+    def pruned(self):
+        """True when some layer carries edge-popup scores."""
+        for l in self.layers:
+            if l.has_params and l.scores is not None:
+                return True
+        return False
+
     @property
     def static(self):
         """True when every parametrised layer has calibrated static shifts."""

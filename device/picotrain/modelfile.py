@@ -23,7 +23,7 @@ MAGIC = b"PT8M"
 VERSION = 1
 KINDS = {1: Linear, 2: Conv2d, 3: ReLU, 4: MaxPool2d, 5: Flatten}
 NO_SHIFT = 127  # stored for "not calibrated"
-_PARM_HEAD = "<HbbbbBB"  # layer, w_exp, b_exp, shift, bshift, flags, 0
+_PARM_HEAD = "<HbbbbBb"  # layer, w_exp, b_exp, shift, bshift, flags, gbits
 
 
 class ModelFileError(ValueError):
@@ -150,7 +150,7 @@ def _arch(b, path):
 
 def _parm(r, model, length, path):
     h = r.take(struct.calcsize(_PARM_HEAD), "PARM")
-    i, w_exp, b_exp, shift, bshift, flags, _ = struct.unpack(_PARM_HEAD, h)
+    i, w_exp, b_exp, shift, bshift, flags, gbits = struct.unpack(_PARM_HEAD, h)
     if i >= len(model.layers) or not model.layers[i].has_params:
         raise ModelFileError("%s: PARM for layer %d, which has no parameters" % (path, i))
     l = model.layers[i]
@@ -163,7 +163,7 @@ def _parm(r, model, length, path):
     if nb:
         r.into(l.bias, 4 * nb, "bias of layer %d" % i)
     l.weight.exp, l.b_exp = w_exp, b_exp
-    l.shift, l.bshift = _shift_in(shift), _shift_in(bshift)
+    l.shift, l.bshift, l.gbits = _shift_in(shift), _shift_in(bshift), _shift_in(gbits)
     l.frozen = bool(flags & 1)
     return i
 
@@ -182,12 +182,12 @@ def sections(model, extra=None):
             continue
         flags = (1 if l.frozen else 0) | (2 if l.bias is not None else 0)
         head = struct.pack(_PARM_HEAD, i, l.weight.exp, l.b_exp, _shift_out(l.shift),
-                           _shift_out(l.bshift), flags, 0)
+                           _shift_out(l.bshift), flags, _shift_out(l.gbits))
         chunks = [(head, len(head)), (l.weight.data, l.weight.size)]
         if l.bias is not None:
             chunks.append((l.bias, 4 * len(l.bias)))
         out.append((b"PARM", chunks))
-    if getattr(model, "pruned", False):
+    if model.pruned:
         from .prune import sections as prune_sections
         out += prune_sections(model)
     meta = dict(model.meta)

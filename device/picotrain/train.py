@@ -225,30 +225,45 @@ class StaticNITI(NITI):
 
 
 def calibrate(model, data, backward=True):
-    """Static shifts as the PRIOT paper sets them: run the dynamic passes
-    over data, record every layer's shift, keep the most frequent (ties: the
-    larger shift, the safer against overflow). Returns {layer: (shift, bshift)}."""
+    """Static scales as the PRIOT paper sets them: run the dynamic passes over
+    data, record every layer's shifts, keep the most frequent (ties: the
+    larger, the safer against overflow). With backward=True (labels needed)
+    also the error shifts and the bit length of each layer's weight gradient
+    (gbits, which sets PRIOT's static score step). Returns
+    {layer index: (shift, bshift, gbits)}."""
     model.build(training=backward)
     layers = model.layers
     plist = [i for i, l in enumerate(layers) if l.has_params]
-    fwd = {i: {} for i in plist}
-    bwd = {i: {} for i in plist}
+    hist = {(i, k): {} for i in plist for k in range(3)}
+    g = array("i", bytes(4 * max(layers[i].grad_size() for i in plist))) if backward else None
+
+    def count(i, k, v):
+        h = hist[(i, k)]
+        h[v] = h.get(v, 0) + 1
+
+    n = 0
     for x, label in data:
         model.check_input(x)
         y = model._forward(x, True)
+        n += 1
         for i in plist:
-            h = fwd[i]
-            h[layers[i].last_shift] = h.get(layers[i].last_shift, 0) + 1
+            count(i, 0, layers[i].last_shift)
         if not backward:
             continue
         e = model.errs[-1]
         K.softmax_xent_s8(y.data, y.size, y.exp, label, e.data, model.ws.acc)
         e.exp = -7
-        for i in range(len(layers) - 1, plist[0], -1):
-            layers[i].backward_input(model.errs[i], model.errs[i - 1], model.ws, True)
-            if layers[i].has_params:
-                h = bwd[i]
-                h[layers[i].last_bshift] = h.get(layers[i].last_bshift, 0) + 1
+        for i in range(len(layers) - 1, plist[0] - 1, -1):
+            l = layers[i]
+            if i > plist[0]:
+                l.backward_input(model.errs[i], model.errs[i - 1], model.ws, True)
+            if l.has_params:
+                if i > plist[0]:
+                    count(i, 1, l.last_bshift)
+                l.grad(model.errs[i], model.acts[i - 1] if i > 0 else model._x, g)
+                count(i, 2, K.bitlen_s32(g, l.grad_size()))
+    if n == 0:
+        raise ValueError("calibrate: no data")
 
     def mode(h):
         best = None
@@ -260,9 +275,6 @@ def calibrate(model, data, backward=True):
     out = {}
     for i in plist:
         l = layers[i]
-        if not fwd[i]:
-            raise ValueError("calibrate: no data")
-        l.shift = mode(fwd[i])
-        l.bshift = mode(bwd[i]) if bwd[i] else None
-        out[i] = (l.shift, l.bshift)
+        l.shift, l.bshift, l.gbits = mode(hist[(i, 0)]), mode(hist[(i, 1)]), mode(hist[(i, 2)])
+        out[i] = (l.shift, l.bshift, l.gbits)
     return out

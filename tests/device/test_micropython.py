@@ -17,7 +17,7 @@ def cpython(*args):
                           env=env, check=True).stdout
 
 
-@pytest.mark.parametrize("method", ["NITI", "StaticNITI"])
+@pytest.mark.parametrize("method", ["NITI", "StaticNITI", "PRIOT", "PRIOTS", "PRIOTS-w"])
 def test_fixed_seed_run_matches_mirror(micropython, method):
     mp = micropython(open(SCRIPT).read().replace("sys.argv", "ARGV").replace(
         "import sys\n", "import sys\nARGV = ['x', %r, 'python', '40']\n" % method))

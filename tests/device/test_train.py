@@ -89,7 +89,9 @@ def test_calibrate_takes_most_frequent_shift():
     m = tiny()
     data = [(array("b", [64, -32]), 0), (array("b", [60, -30]), 1), (array("b", [2, 1]), 0)]
     out = pt.calibrate(m, data)
-    assert out == {0: (4, None)}  # [1280,1760] and [1200,1650] -> 4; [0, 65] -> 0
+    # shifts: [1280,1760] and [1200,1650] -> 4; [0, 65] -> 0; no layer below: no bshift
+    assert {i: v[:2] for i, v in out.items()} == {0: (4, None)}
+    assert m.layers[0].gbits == out[0][2] > 0
     assert m.static
     pt.StaticNITI(m)  # now accepted
 

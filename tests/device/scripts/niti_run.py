@@ -1,4 +1,4 @@
-# A fixed-seed training run that prints a digest of the final model.
+# A fixed-seed training run (NITI, StaticNITI, PRIOT, PRIOTS, PRIOTS-w) that prints a digest of the final model.
 # Runs unchanged on CPython (the mirror) and under the MicroPython unix port;
 # tests compare the outputs. argv: method backend steps
 import sys
@@ -27,9 +27,16 @@ for i in range(20):
         for dx in range(3):
             x[(label + dy) * 8 + label + dx] = 100 + r.below(27)
     data.append((x, label))
-if method == "StaticNITI":
+if method != "NITI":
     pt.calibrate(m, data)
+if method == "StaticNITI":
     t = pt.StaticNITI(m, mu=3)
+elif method == "PRIOT":
+    t = pt.PRIOT(m, rate=3, seed=5)
+elif method == "PRIOTS":
+    t = pt.PRIOTS(m, p=0.6, select="random", rate=3, seed=5, batch=2)
+elif method == "PRIOTS-w":
+    t = pt.PRIOTS(m, p=0.3, select="weight", score_bits=16, rate=5, seed=5, mask_backward=True)
 else:
     t = pt.NITI(m, mu=3)
 losses = 0
@@ -40,5 +47,7 @@ crc = 0
 import binascii
 for l in m.param_layers():
     crc = binascii.crc32(bytes(l.weight.data), crc)
+    if l.scores is not None:
+        crc = binascii.crc32(bytes(l.scores), crc)
 print("losses", losses, "acc", pt.evaluate(m, data), "crc", crc & 0xFFFFFFFF)
 print("w", bytes(m.layers[6].weight.data).hex())
