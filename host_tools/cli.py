@@ -38,6 +38,49 @@ def cmd_pretrain(args):
           f"saved {out}")
 
 
+def _load_samples(path):
+    """A .pt8d file as a list of (array('b'), label) in RAM (host side)."""
+    from array import array
+    from picotrain.data import Dataset
+    with Dataset(path) as ds:
+        out = []
+        for i in range(len(ds)):
+            x = array("b", bytes(ds.sample_size))
+            label = ds.read(i, x)
+            if label >= 0:
+                out.append((x, label))
+    return out
+
+
+def cmd_convert(args):
+    from host_tools.convert import convert_checkpoint
+    m = convert_checkpoint(args.checkpoint)
+    if args.calibrate:
+        import picotrain as pt
+        pt.calibrate(m, _load_samples(args.calibrate))
+    m.save(args.out)
+    print(m.summary())
+    print(f"saved {args.out} ({m.nbytes()} B of inference buffers)")
+
+
+def cmd_calibrate(args):
+    import picotrain as pt
+    m = pt.load(args.model)
+    data = _load_samples(args.data)[: args.limit]
+    shifts = pt.calibrate(m, data)
+    m.save(args.out or args.model)
+    for i, (s, b, g) in shifts.items():
+        print(f"layer {i:2d} {m.layers[i]!r}: shift {s}, error shift {b}, gradient bits {g}")
+    print(f"calibrated on {len(data)} samples; saved {args.out or args.model}")
+
+
+def cmd_evaluate(args):
+    import picotrain as pt
+    m = pt.load(args.model)
+    acc = pt.evaluate(m, _load_samples(args.data))
+    print(f"{args.model} on {args.data}: accuracy {acc:.2%} ({pt.backend()} kernels)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="picotrain", description="Host tools for picotrain (on-device int8 training).")
@@ -72,6 +115,28 @@ def build_parser():
                    help="also report held-out accuracy at this rotation (repeatable)")
     p.add_argument("--out", metavar="FILE.pt", help="default: out/MODEL.pt")
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("convert", help="PyTorch checkpoint -> picotrain model file (.pt8)",
+                       description="Convert a `picotrain pretrain` checkpoint to int8 (BatchNorm folded); "
+                                   "optionally calibrate static shifts on a .pt8d file.")
+    p.add_argument("checkpoint")
+    p.add_argument("--calibrate", metavar="DATA.pt8d", help="calibrate static shifts on these samples")
+    p.add_argument("--out", required=True, metavar="FILE.pt8")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("calibrate", help="static shifts (most frequent dynamic shift per layer)",
+                       description="Run the dynamic passes over labelled samples and keep each "
+                                   "layer's most frequent shift (the PRIOT paper's static scales).")
+    p.add_argument("model", metavar="MODEL.pt8")
+    p.add_argument("data", metavar="DATA.pt8d")
+    p.add_argument("--limit", type=int, help="use only the first N samples")
+    p.add_argument("--out", metavar="FILE.pt8", help="default: overwrite MODEL.pt8")
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("eval", help="accuracy of a model file on a .pt8d file (host mirror)")
+    p.add_argument("model", metavar="MODEL.pt8")
+    p.add_argument("data", metavar="DATA.pt8d")
+    p.set_defaults(func=cmd_evaluate)
 
     return parser
 

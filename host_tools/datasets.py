@@ -189,3 +189,11 @@ def write_pt8d(path, samples, labels, exp=None, n_classes=10):
                          unit="sample", disable=None, leave=False):
             f.write(encode_record(x, int(y)))
     return header
+
+
+def to_samples(images, labels):
+    """uint8 images -> [(array('b') network input, label)] for the mirror:
+    int8 = pixel >> 1 (exponent -7), the rule of picotrain.data."""
+    from array import array
+    flat = (np.asarray(images).reshape(len(images), -1) >> 1).astype(np.int8)
+    return [(array("b", flat[i].tobytes()), int(labels[i])) for i in range(len(labels))]
