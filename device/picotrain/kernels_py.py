@@ -155,12 +155,14 @@ def _kept(scores, subset, thr, j, si):
     return 3 if scores[si] >= thr else 2
 
 
-def conv2d_mask_s8_s32_chw(x, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad):
-    """Direct convolution, CHW; w is (c_out, c_in, k, k); out is (c_out, oh, ow).
-    scores/subset/thr: the edge-popup mask (scores None: no mask)."""
+def _conv_walk(src, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad, transpose):
+    """The direct convolution loop shared by forward and error-to-input:
+    weights visited in edge order (co, ci, kh, kw), each applied to every
+    output position it touches. transpose=False: out (c_out, oh, ow) +=
+    w * src (input); True: out (c_in, h, wd) += w * src (output error)."""
     oh = conv_out_size(h, k, stride, pad)
     ow = conv_out_size(wd, k, stride, pad)
-    for j in range(c_out * oh * ow):
+    for j in range((c_in * h * wd) if transpose else (c_out * oh * ow)):
         out[j] = 0
     si = 0
     j = 0
@@ -182,46 +184,31 @@ def conv2d_mask_s8_s32_chw(x, w, scores, subset, thr, out, c_in, h, wd, c_out, k
                     for oy in range(y0, y1):
                         xrow = (ci * h + oy * stride - pad + kh) * wd - pad + kw
                         orow = obase + oy * ow
-                        for ox in range(x0, x1):
-                            out[orow + ox] += wv * x[xrow + ox * stride]
+                        if transpose:
+                            for ox in range(x0, x1):
+                                out[xrow + ox * stride] += wv * src[orow + ox]
+                        else:
+                            for ox in range(x0, x1):
+                                out[orow + ox] += wv * src[xrow + ox * stride]
+
+
+def conv2d_mask_s8_s32_chw(x, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad):
+    """Direct convolution, CHW; w is (c_out, c_in, k, k); out is (c_out, oh, ow).
+    scores/subset/thr: the edge-popup mask (scores None: no mask)."""
+    _conv_walk(x, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad, False)
 
 
 def conv2d_s8_s32_chw(x, w, out, c_in, h, wd, c_out, k, stride, pad):
-    conv2d_mask_s8_s32_chw(x, w, None, None, 0, out, c_in, h, wd, c_out, k, stride, pad)
+    _conv_walk(x, w, None, None, 0, out, c_in, h, wd, c_out, k, stride, pad, False)
 
 
 def conv2d_t_mask_s8_s32_chw(e, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad):
     """Error to the input of a (masked) convolution: out is (c_in, h, wd)."""
-    oh = conv_out_size(h, k, stride, pad)
-    ow = conv_out_size(wd, k, stride, pad)
-    for j in range(c_in * h * wd):
-        out[j] = 0
-    si = 0
-    j = 0
-    for co in range(c_out):
-        ebase = co * oh * ow
-        for ci in range(c_in):
-            for kh in range(k):
-                y0 = _lo(kh, pad, stride)
-                y1 = _hi(kh, pad, stride, h, oh)
-                for kw in range(k):
-                    kept = _kept(scores, subset, thr, j, si)
-                    si += kept >> 1
-                    wv = w[j] if kept & 1 else 0
-                    j += 1
-                    if wv == 0:
-                        continue
-                    x0 = _lo(kw, pad, stride)
-                    x1 = _hi(kw, pad, stride, wd, ow)
-                    for oy in range(y0, y1):
-                        xrow = (ci * h + oy * stride - pad + kh) * wd - pad + kw
-                        erow = ebase + oy * ow
-                        for ox in range(x0, x1):
-                            out[xrow + ox * stride] += wv * e[erow + ox]
+    _conv_walk(e, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad, True)
 
 
 def conv2d_t_s8_s32_chw(e, w, out, c_in, h, wd, c_out, k, stride, pad):
-    conv2d_t_mask_s8_s32_chw(e, w, None, None, 0, out, c_in, h, wd, c_out, k, stride, pad)
+    _conv_walk(e, w, None, None, 0, out, c_in, h, wd, c_out, k, stride, pad, True)
 
 
 def _conv_tap(e, x, co, ci, kh, kw, c_in, h, wd, oh, ow, stride, pad):
