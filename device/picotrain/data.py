@@ -213,6 +213,10 @@ class _Samples:
                 item[1] = label
                 yield item
 
+    def __iter__(self):
+        # So a dataset can go straight to Trainer.epoch/fit and evaluate().
+        return self.samples()
+
     def __enter__(self):
         return self
 

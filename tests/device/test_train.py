@@ -111,3 +111,22 @@ def test_training_learns_a_separable_task():
     for _ in range(5):
         t.epoch(data)
     assert pt.evaluate(m, data) > 0.9
+
+
+def test_fit_reads_a_dataset_file(tmp_path):
+    """A .pt8d file goes straight to fit() and evaluate(), a sample at a time."""
+    import numpy as np
+    from host_tools.datasets import write_pt8d
+    from picotrain.data import Dataset
+    r = np.random.default_rng(0)
+    labels = r.integers(0, 2, 40)
+    images = np.zeros((40, 1, 2, 2), np.uint8)
+    images[:, 0, 0, 0] = np.where(labels == 1, 250, 10)
+    images[:, 0, 1, 1] = np.where(labels == 1, 10, 250)
+    path = str(tmp_path / "d.pt8d")
+    write_pt8d(path, images, labels, n_classes=2)
+    lin = pt.Linear(4, 2)
+    m = pt.Model([pt.Flatten(), lin], (1, 2, 2))
+    with Dataset(path) as ds:
+        hist = pt.NITI(m, mu=3).fit(ds, epochs=3, test=ds, log=None)
+        assert hist[-1]["test_acc"] == pt.evaluate(m, ds) == 1.0
