@@ -25,37 +25,10 @@ def test_fixed_seed_run_matches_mirror(micropython, method):
     assert "crc" in mp
 
 
-def test_step_allocates_nothing(micropython):
-    out = micropython("""
-import micropython
-from array import array
-import picotrain as pt
-m = pt.Model([pt.Conv2d(1, 2, 3, pad=1), pt.ReLU(), pt.MaxPool2d(2), pt.Flatten(), pt.Linear(8, 3)], (1, 4, 4))
-for l in m.param_layers():
-    l.weight.data = array('b', [(j * 37) % 61 - 30 for j in range(l.weight.size)])
-x = array('b', [j * 7 for j in range(16)])
-
-def locked_steps(t, m, x):
-    # Locals only: a module-level assignment would grow the globals dict.
-    micropython.heap_lock()
-    try:
-        for i in range(4):
-            t.step(x, i % 3)
-        p = m.predict(x)
-    finally:
-        micropython.heap_unlock()
-    return p
-
-for T in (pt.NITI, pt.StaticNITI):
-    if T is pt.StaticNITI:
-        pt.calibrate(m, [(x, 1)])
-    for batch in (1, 2):
-        t = T(m, batch=batch)
-        t.step(x, 1)
-        print(T.name, batch, 'ok', locked_steps(t, m, x))
-""")
-    assert out.split() == ["NITI", "1", "ok", out.split()[3], "NITI", "2", "ok", out.split()[7],
-                           "StaticNITI", "1", "ok", out.split()[11], "StaticNITI", "2", "ok", out.split()[15]]
+def test_step_allocates_nothing(locked_steps):
+    cases, backend = locked_steps("python")
+    assert backend == "python"
+    assert cases == [(m, b) for m in ("NITI", "StaticNITI", "PRIOT", "PRIOTS") for b in (1, 2)]
 
 
 def test_model_file_crosses_implementations(micropython, tmp_path):

@@ -1,0 +1,253 @@
+/*
+ * picotrain_kernels.h - the C kernel API of picotrain (plain C99, no MicroPython).
+ *
+ * One C function per name of device/picotrain/kernels.py NAMES, with the same
+ * semantics, bit for bit, as the pure-Python reference kernels_py.py (the
+ * ground truth; docs/NUMERICS.md states the rules). Names follow CMSIS-NN's
+ * habit of saying the types and the layout:
+ *
+ *     pt_<op>_<input type>_<output/accumulator type>[_<layout>]
+ *     s8 = int8_t, s32 = int32_t, chw = channel-major images (C, H, W)
+ *
+ * Rules shared by every kernel:
+ *   - The caller owns every buffer; kernels allocate nothing and touch only
+ *     the items the sizes imply (documented per kernel). They do NOT check
+ *     sizes: the MicroPython binding (binding.c) validates every argument
+ *     before calling here.
+ *   - int8 results saturate to [-127, 127] (PT_Q_MAX), int32 results to
+ *     [-(2^31 - 1), 2^31 - 1]; inputs may hold -128 / INT32_MIN.
+ *   - "round" is round half away from zero on the magnitude; a shift <= 0 is
+ *     no shift at all (never a left shift), any shift >= 1 is exact, however
+ *     large.
+ *   - int8 x int8 products accumulate in int32; the sums are exact as long as
+ *     a sum has at most PT_MAX_FANIN terms (the binding enforces it).
+ *   - No floating point, no division instruction in any loop (armv6m has
+ *     none): the few divisions per call use pt_udiv_u32 (shift-subtract).
+ *   - Right shifts of negative int32 values are arithmetic (floor), which is
+ *     what GCC and Clang do on every target picotrain supports.
+ */
+#ifndef PICOTRAIN_KERNELS_H
+#define PICOTRAIN_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PT_Q_MAX 127                 /* int8 saturation bound (symmetric, as NITI) */
+#define PT_S32_MAX 0x7FFFFFFF        /* int32 saturation bound (symmetric) */
+#define PT_MAX_FANIN 131071          /* 2^31 / 2^14 - 1: terms of an exact int8*int8 sum */
+#define PT_SCORE_CLAMP 65536         /* |score delta| beyond this always saturates */
+
+/* ------------------------------------------------------- scalar helpers -- */
+
+/* a / b for unsigned 32-bit values, b > 0 (shift-subtract; no libgcc). */
+uint32_t pt_udiv_u32(uint32_t a, uint32_t b);
+
+/* Bit length of x (0 for 0). */
+int32_t pt_bitlen_u32(uint32_t x);
+
+/* |v| as uint32 (exact for INT32_MIN). */
+static inline uint32_t pt_abs_u32(int32_t v) {
+    return v < 0 ? 0u - (uint32_t)v : (uint32_t)v;
+}
+
+/* v / 2^s rounded half away from zero; s <= 0: v. Any s. */
+static inline int32_t pt_rshift_round_s32(int32_t v, int32_t s) {
+    uint32_t m, q;
+    if (s <= 0) {
+        return v;
+    }
+    m = pt_abs_u32(v);
+    if (s < 32) {
+        q = (m + (1u << (s - 1))) >> s;   /* m <= 2^31: no overflow */
+    } else {
+        q = (s == 32 && m == 0x80000000u) ? 1u : 0u;
+    }
+    return v < 0 ? -(int32_t)q : (int32_t)q;
+}
+
+/* NITI's pseudo-stochastic rounding of v / 2^s (kernels_py.rshift_pseudo):
+ * the upper s - s/2 discarded bits are the probability, the lower s/2 bits
+ * (doubled when s is odd) the random number; round the magnitude up when
+ * probability > random number. s <= 0: v. Any s. */
+static inline int32_t pt_rshift_pseudo_s32(int32_t v, int32_t s) {
+    uint32_t m, q, rem, prob, rnd, half;
+    if (s <= 0) {
+        return v;
+    }
+    if (s >= 64) {
+        return 0;   /* probability = 0 */
+    }
+    m = pt_abs_u32(v);
+    if (s < 32) {
+        q = m >> s;
+        rem = m & ((1u << s) - 1u);
+    } else {
+        q = 0;
+        rem = m;
+    }
+    half = (uint32_t)s >> 1;          /* <= 31 */
+    prob = rem >> half;
+    rnd = rem & ((1u << half) - 1u);
+    if (s & 1) {
+        rnd <<= 1;                      /* < 2^32 since half <= 31 */
+    }
+    if (prob > rnd) {
+        q++;
+    }
+    return v < 0 ? -(int32_t)q : (int32_t)q;
+}
+
+static inline int8_t pt_sat_s8(int32_t v) {
+    return (int8_t)(v > PT_Q_MAX ? PT_Q_MAX : (v < -PT_Q_MAX ? -PT_Q_MAX : v));
+}
+
+static inline int32_t pt_sat_s32(int64_t v) {
+    return (int32_t)(v > PT_S32_MAX ? PT_S32_MAX : (v < -PT_S32_MAX ? -PT_S32_MAX : v));
+}
+
+/* ------------------------------------------------- requant, accumulators -- */
+
+/* Bit length of max |acc[0:n]| (NITI's range estimate; 32 for INT32_MIN). */
+int32_t pt_bitlen_s32(const int32_t *acc, int32_t n);
+
+/* out[j] = sat8(round(acc[j] / 2^shift)), j < n; returns how many saturated. */
+int32_t pt_requant_s32_s8(const int32_t *acc, int8_t *out, int32_t n, int32_t shift);
+
+/* acc[ch*plane + j] = sat32(acc[...] + b), b = bias[ch] * 2^d (d < 0: rounded
+ * shift by -d); ch < c, j < plane. */
+void pt_bias_add_s32(int32_t *acc, const int32_t *bias, int32_t c, int32_t plane, int32_t d);
+
+/* acc[j] = sat32(round(acc[j] / 2^sa) + round(g[j] / 2^sg)), j < n. */
+void pt_acc_add_s32(int32_t *acc, const int32_t *g, int32_t n, int32_t sa, int32_t sg);
+
+/* ------------------------------------------------------------ linear layer -- */
+
+/* out[o] = sum_i w[o*n_in + i] * x[i], o < n_out (w row-major n_out x n_in). */
+void pt_fc_s8_s32(const int8_t *x, const int8_t *w, int32_t *out, int32_t n_in, int32_t n_out);
+
+/* out[i] = sum_o w[o*n_in + i] * e[o], i < n_in (error to the input). */
+void pt_fc_t_s8_s32(const int8_t *e, const int8_t *w, int32_t *out, int32_t n_in, int32_t n_out);
+
+/* out[o*n_in + i] = e[o] * x[i] (weight gradient of a linear layer). */
+void pt_outer_s8_s32(const int8_t *e, const int8_t *x, int32_t *out, int32_t n_out, int32_t n_in);
+
+/* -------------------------------------------------------------- conv layer -- */
+
+/* Geometry of a direct convolution on CHW images: input (c_in, h, w), weights
+ * (c_out, c_in, k, k), output (c_out, oh, ow), oh = (h + 2 pad - k) / stride + 1. */
+typedef struct {
+    int32_t c_in, h, w, c_out, k, stride, pad, oh, ow;
+} pt_conv2d_dims_t;
+
+/* Fill *d; returns 0, or -1 when the geometry is invalid (a size < 0, k < 1,
+ * stride < 1, pad < 0, or the kernel does not fit: h + 2 pad < k or
+ * w + 2 pad < k). Sizes must be small enough that the products below fit in
+ * int32 (the binding checks). */
+int pt_conv2d_dims(pt_conv2d_dims_t *d, int32_t c_in, int32_t h, int32_t w, int32_t c_out,
+                   int32_t k, int32_t stride, int32_t pad);
+
+/* out (c_out, oh, ow) = conv(x (c_in, h, w), w); zero padding. */
+void pt_conv2d_s8_s32_chw(const int8_t *x, const int8_t *w, int32_t *out, const pt_conv2d_dims_t *d);
+
+/* out (c_in, h, w) = error to the input of the convolution, from e (c_out, oh, ow). */
+void pt_conv2d_t_s8_s32_chw(const int8_t *e, const int8_t *w, int32_t *out, const pt_conv2d_dims_t *d);
+
+/* out (c_out, c_in, k, k) = weight gradient: sum over output positions of e * x. */
+void pt_conv2d_grad_s8_s32_chw(const int8_t *e, const int8_t *x, int32_t *out, const pt_conv2d_dims_t *d);
+
+/* The gradient of the one weight (co, ci, kh, kw): one item of the above. */
+int32_t pt_conv2d_tap_s8_s32_chw(const int8_t *e, const int8_t *x, const pt_conv2d_dims_t *d,
+                                 int32_t co, int32_t ci, int32_t kh, int32_t kw);
+
+/* ------------------------------------------------ activation and pooling -- */
+
+/* In place: x[j] = max(x[j], 0), j < n. */
+void pt_relu_s8(int8_t *x, int32_t n);
+
+/* In place: e[j] = 0 where y[j] <= 0, j < n. */
+void pt_relu_bwd_s8(const int8_t *y, int8_t *e, int32_t n);
+
+/* k x k max pooling, stride k, floor: out (c, h/k, w/k); idx (NULL allowed)
+ * gets the window offset dy*k + dx of the first maximum (needs k <= 16). */
+void pt_maxpool2d_s8_chw(const int8_t *x, int8_t *out, uint8_t *idx, int32_t c, int32_t h,
+                         int32_t w, int32_t k);
+
+/* out (c, h, w) = 0, then each e[o] goes to its window's maximum idx[o].
+ * Needs idx[o] < k*k for every o < c*(h/k)*(w/k) (the binding checks). */
+void pt_maxpool2d_bwd_s8_chw(const int8_t *e, const uint8_t *idx, int8_t *out, int32_t c,
+                             int32_t h, int32_t w, int32_t k);
+
+/* -------------------------------------------------------------------- loss -- */
+
+/* Index of the first maximum of x[0:n], n >= 1. */
+int32_t pt_argmax_s8(const int8_t *x, int32_t n);
+
+/* NITI's integer softmax cross-entropy error (kernels_py.softmax_xent_s8):
+ * err[0:n] = round((softmax(z * 2^exp) - onehot(label)) * 2^7), p[0:n] int32
+ * scratch; returns err[label]. Needs 1 <= n <= PT_SOFTMAX_MAX_N, 0 <= label < n. */
+#define PT_SOFTMAX_MAX_N 65535
+int32_t pt_softmax_xent_s8(const int8_t *z, int32_t n, int32_t exp, int32_t label, int8_t *err, int32_t *p);
+
+/* ------------------------------------------------------------------ update -- */
+
+/* NITI update: w[j] = sat8(w[j] - pseudo(g[j], shift)), j < n; returns how
+ * many weights saturated. */
+int32_t pt_update_s8(int8_t *w, const int32_t *g, int32_t n, int32_t shift);
+
+/* ---------------------------------------------------- edge-popup (PRIOT) -- */
+/*
+ * An edge is one weight, numbered j in the weight buffer's order. Edge j is
+ * kept when it has no score, or when its score is >= thr. With subset NULL
+ * every edge has a score and scores are dense (scores[j]); otherwise the bit
+ * j of the bitmap subset (byte j >> 3, bit j & 7) says whether edge j has a
+ * score, and scores are compact: one per set bit, in edge order. Scores are
+ * int8 or int16 (s16 != 0). The kernels visit weights in edge order, so a
+ * mask costs one test per weight and no mask buffer exists.
+ */
+typedef struct {
+    void *data;             /* int8_t[] or int16_t[]; NULL: no scores (nothing masked) */
+    const uint8_t *subset;  /* NULL: dense scores; else the bitmap of scored edges */
+    int32_t s16;            /* nonzero: data is int16_t[] */
+} pt_scores_t;
+
+static inline int32_t pt_score_get(const pt_scores_t *sc, uint32_t si) {
+    return sc->s16 ? (int32_t)((const int16_t *)sc->data)[si] : (int32_t)((const int8_t *)sc->data)[si];
+}
+
+static inline int pt_edge_scored(const uint8_t *subset, uint32_t j) {
+    return subset == NULL || ((subset[j >> 3] >> (j & 7)) & 1);
+}
+
+/* Number of set bits among the first n bits of a bitmap (compact scores). */
+int32_t pt_popcount_bits(const uint8_t *bits, int32_t n);
+
+/* out[j] = w[j] if edge j is kept else 0, j < n (sc NULL / sc->data NULL: copy). */
+void pt_mask_s8(const int8_t *w, const pt_scores_t *sc, int32_t thr, int8_t *out, int32_t n);
+
+/* pt_fc_s8_s32 / pt_fc_t_s8_s32 / pt_conv2d_s8_s32_chw / pt_conv2d_t_s8_s32_chw
+ * with the pruned edges' weights taken as 0. */
+void pt_fc_mask_s8_s32(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
+                       int32_t *out, int32_t n_in, int32_t n_out);
+void pt_fc_t_mask_s8_s32(const int8_t *e, const int8_t *w, const pt_scores_t *sc, int32_t thr,
+                         int32_t *out, int32_t n_in, int32_t n_out);
+void pt_conv2d_mask_s8_s32_chw(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
+                               int32_t *out, const pt_conv2d_dims_t *d);
+void pt_conv2d_t_mask_s8_s32_chw(const int8_t *e, const int8_t *w, const pt_scores_t *sc, int32_t thr,
+                                 int32_t *out, const pt_conv2d_dims_t *d);
+
+/* The PRIOT score step of one scored edge, given its weight gradient g and
+ * weight w: s = sat(s - round(g * w / 2^shift)) to [-smax, smax] (exact for
+ * every int32 g). Returns 1 when it saturated. sc->data must be non-NULL. */
+int32_t pt_score_step(const pt_scores_t *sc, uint32_t si, int32_t g, int32_t w, int32_t shift, int32_t smax);
+
+/* Fused PRIOT score steps (no gradient buffer). Each returns the saturation
+ * count. smax must fit the score type (<= 127 for int8, <= 32767 for int16). */
+int32_t pt_fc_score_s8(const int8_t *e, const int8_t *x, const int8_t *w, const pt_scores_t *sc,
+                       int32_t shift, int32_t smax, int32_t n_in, int32_t n_out);
+int32_t pt_conv2d_score_s8_chw(const int8_t *e, const int8_t *x, const int8_t *w, const pt_scores_t *sc,
+                               int32_t shift, int32_t smax, const pt_conv2d_dims_t *d);
+/* Score step from an int32 weight gradient buffer g[0:n] (mini-batch path). */
+int32_t pt_score_update_s8(const pt_scores_t *sc, const int32_t *g, const int8_t *w, int32_t shift,
+                           int32_t smax, int32_t n);
+
+#endif /* PICOTRAIN_KERNELS_H */
