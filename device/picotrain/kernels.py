@@ -25,6 +25,36 @@ NAMES = (
 _active = None
 _fallbacks = ()
 
+# mpy arch codes (py/persistentcode.h): what a native .mpy was built for.
+ARCHS = ("none", "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
+         "xtensa", "xtensawin", "rv32imc", "rv64imc")
+
+
+def _describe(v, flags):
+    arch = flags >> 2
+    return "%s, mpy %d.%d" % (ARCHS[arch] if arch < len(ARCHS) else "arch %d" % arch, v, flags & 3)
+
+
+def native_mismatch():
+    """Why picotrain/_native.mpy cannot load here, naming both sides (or None)."""
+    try:
+        sys_mpy = sys.implementation._mpy
+    except AttributeError:
+        return "this Python (%s) cannot load native .mpy modules" % sys.implementation.name
+    path = __file__.rsplit("/", 1)[0] + "/_native.mpy"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return None
+    here = _describe(sys_mpy & 0xFF, sys_mpy >> 8)
+    if len(head) < 4 or head[0] != 0x4D:
+        return "%s is not a .mpy file (this MicroPython is %s)" % (path, here)
+    there = _describe(head[1], head[2])
+    if there != here:
+        return "%s is built for %s; this MicroPython is %s" % (path, there, here)
+    return None
+
 
 def _load(name):
     if name == "python":
@@ -32,7 +62,11 @@ def _load(name):
     elif name == "numpy":
         from . import kernels_np as mod
     elif name == "native":
-        from . import _native as mod
+        try:
+            from . import _native as mod
+        except (ValueError, OSError) as e:  # MicroPython: incompatible .mpy
+            why = native_mismatch() or str(e)
+            raise ValueError("native kernels not loaded: " + why)
     else:
         raise ValueError("unknown kernel backend %r (expected 'native', 'numpy' or 'python')" % (name,))
     return mod
@@ -53,8 +87,8 @@ def use(name="auto"):
                 mod = _load(cand)
             except ImportError:
                 continue
-            except (ValueError, OSError) as e:  # MicroPython: incompatible .mpy
-                print("picotrain: native kernels not loaded (%s); falling back" % (e,))
+            except ValueError as e:
+                print("picotrain: warning: %s; using the %s kernels" % (e, "numpy" if _has_numpy() else "pure-Python"))
                 continue
             name = cand
             break
@@ -72,6 +106,14 @@ def use(name="auto"):
     _active = name
     _fallbacks = tuple(missing)
     return name
+
+
+def _has_numpy():
+    try:
+        import numpy  # noqa: F401
+        return True
+    except ImportError:
+        return False
 
 
 def backend():

@@ -416,3 +416,30 @@ def test_armv6m_build(natmod_build, mpy_dir, tmp_path):
     assert len(linked.text) < 16 * 1024, len(linked.text)
     assert not any(s.startswith(("__aeabi_f", "__aeabi_d", "__aeabi_i", "__aeabi_u", "__aeabi_l"))
                    for s in linked.symbols)
+
+
+def test_wrong_arch_module_names_both_and_falls_back(micropython, natmod_build, mpy_dir, tmp_path):
+    """An armv6m _native.mpy on the x64 unix port: a warning naming both arches,
+    then the pure-Python kernels; asking for 'native' explicitly raises the same."""
+    if shutil.which("arm-none-eabi-gcc") is None:
+        pytest.skip("arm-none-eabi-gcc not installed")
+    path, _ = natmod_build.build_module(NATMOD / "kernels", "armv6m", mpy_dir, tmp_path / "arm")
+    pkg = tmp_path / "path" / "picotrain"
+    pkg.mkdir(parents=True)
+    for src in (DEVICE / "picotrain").glob("*.py"):
+        shutil.copy(src, pkg / src.name)
+    shutil.copy(path, pkg / "_native.mpy")
+    out = micropython("""
+import picotrain as pt
+print(pt.backend())
+try:
+    pt.use_backend('native')
+except ValueError as e:
+    print('raised', e)
+""", path=(tmp_path / "path",))
+    lines = out.splitlines()
+    assert "warning: native kernels not loaded" in lines[0]
+    assert "built for armv6m, mpy 6.3; this MicroPython is x64, mpy 6.3" in lines[0]
+    assert "pure-Python" in lines[0]
+    assert lines[1] == "python"
+    assert lines[2].startswith("raised native kernels not loaded:") and "armv6m" in lines[2]
