@@ -7,6 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# No per-example deadline: CI machines are shared and timing is not what these
+# tests check (benchmarks measure speed). Failures print the blob to replay them.
+settings.register_profile("picotrain", deadline=None, print_blob=True)
+settings.load_profile("picotrain")
 
 DEVICE_DIR = Path(__file__).resolve().parents[1] / "device"
 sys.path.insert(0, str(DEVICE_DIR))  # the mirror: picotrain from device/, installed or not

@@ -336,8 +336,13 @@ class Model:
         if self._built >= want:
             return
         bufs = {}
-        for name, tc, n in self.plan(training):
-            bufs[name] = bytearray(n) if tc == "B" else array(tc, bytes(n * (4 if tc == "i" else 1)))
+        try:
+            for name, tc, n in self.plan(training):
+                bufs[name] = bytearray(n) if tc == "B" else array(tc, bytes(n * (4 if tc == "i" else 1)))
+        except MemoryError:
+            bufs = None
+            raise MemoryError("picotrain: this model needs %d bytes of %s buffers; not enough free memory"
+                              % (self.nbytes(training), "training" if training else "inference"))
         self.ws = Workspace(1)
         self.ws.acc = bufs["acc"]
         self._x = Tensor(self.in_shape, self.in_exp, data=array("b", bytes(self.in_size)))

@@ -22,6 +22,7 @@ from .layers import Conv2d, Flatten, Linear, MaxPool2d, Model, ReLU
 MAGIC = b"PT8M"
 VERSION = 1
 KINDS = {1: Linear, 2: Conv2d, 3: ReLU, 4: MaxPool2d, 5: Flatten}
+N_CFG = {1: 3, 2: 6, 3: 0, 4: 1, 5: 0}  # configuration values per layer kind
 NO_SHIFT = 127  # stored for "not calibrated"
 _PARM_HEAD = "<HbbbbBb"  # layer, w_exp, b_exp, shift, bshift, flags, gbits
 
@@ -86,7 +87,7 @@ def load(path):
             if tag == b"ARCH":
                 if model is not None:
                     raise ModelFileError("%s: two ARCH sections" % path)
-                model = _arch(r.take(length, "ARCH"), path)
+                model = _arch(r.take(length, "ARCH"), path, size)
             elif tag == b"PARM":
                 if model is None:
                     raise ModelFileError("%s: PARM before ARCH" % path)
@@ -113,7 +114,12 @@ def load(path):
             raise ModelFileError("%s: layer %d (%r) has no PARM section" % (path, i, l))
     if meta is not None:
         import json
-        model.meta = json.loads(bytes(meta).decode())
+        try:
+            model.meta = json.loads(bytes(meta).decode())
+        except (ValueError, UnicodeError) as e:  # JSON errors are ValueErrors
+            raise ModelFileError("%s: META section is not JSON text (%s)" % (path, e))
+        if not isinstance(model.meta, dict):
+            raise ModelFileError("%s: META section is not a JSON object" % path)
     if prune_secs:
         from .prune import attach
         try:
@@ -123,7 +129,16 @@ def load(path):
     return model
 
 
-def _arch(b, path):
+def _param_bytes(kind, cfg):
+    """Bytes of weights and biases a layer's PARM must carry (0 for none)."""
+    if kind == 1:
+        return cfg[0] * cfg[1] + 4 * cfg[1] * (cfg[2] != 0)
+    if kind == 2:
+        return cfg[1] * cfg[0] * cfg[2] * cfg[2] + 4 * cfg[1] * (cfg[5] != 0)
+    return 0
+
+
+def _arch(b, path, size):
     try:
         nd = b[0]
         shape = struct.unpack_from("<%dH" % nd, b, 1)
@@ -137,8 +152,18 @@ def _arch(b, path):
             p += 2 + 2 * nc
             if kind not in KINDS:
                 raise ModelFileError("%s: unknown layer kind %d" % (path, kind))
+            if nc != N_CFG[kind]:
+                raise ModelFileError("%s: layer %d of kind %d has %d configuration values, expected %d"
+                                     % (path, len(layers), kind, nc, N_CFG[kind]))
+            # Check sizes against the file before allocating anything for them.
+            need = _param_bytes(kind, cfg)
+            if need > size:
+                raise ModelFileError("%s: layer %d (kind %d, %r) needs %d bytes of parameters, the file "
+                                     "has %d" % (path, len(layers), kind, cfg, need, size))
             layers.append(KINDS[kind](*cfg))
-    except (IndexError, TypeError, struct.error) as e:
+    except (IndexError, TypeError, ValueError, struct.error) as e:
+        if isinstance(e, ModelFileError):
+            raise
         raise ModelFileError("%s: malformed ARCH section (%s)" % (path, e))
     if p != len(b):
         raise ModelFileError("%s: ARCH section has %d stray bytes" % (path, len(b) - p))
