@@ -16,6 +16,8 @@ NAMES = (
     "conv2d_s8_s32_chw", "conv2d_t_s8_s32_chw", "conv2d_grad_s8_s32_chw",
     "relu_s8", "relu_bwd_s8", "maxpool2d_s8_chw", "maxpool2d_bwd_s8_chw",
     "argmax_s8", "softmax_xent_s8", "update_s8",
+    # Tin-Tin (binary-decomposition rescale) and partial-update FQT (top-k)
+    "rescale_s32_s8", "topk_abs_s32",
     # edge-popup (PRIOT): masks made on the fly from scores and a threshold
     "mask_s8", "fc_mask_s8_s32", "fc_t_mask_s8_s32",
     "conv2d_mask_s8_s32_chw", "conv2d_t_mask_s8_s32_chw",

@@ -9,8 +9,8 @@ code: they touch ten values and numpy would only add overhead.
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .kernels_py import (Q_MAX, argmax_s8, bit_length, conv_out_size,  # noqa: F401
-                         rshift_round, softmax_xent_s8)
+from .kernels_py import (Q_MAX, _check_rescale, argmax_s8, binary_decompose,  # noqa: F401
+                         bit_length, conv_out_size, rshift_round, softmax_xent_s8)
 
 _I8, _I32 = np.int8, np.int32
 
@@ -43,6 +43,29 @@ def requant_s32_s8(acc, out, n, shift):
     sat = int(np.count_nonzero((r > Q_MAX) | (r < -Q_MAX)))
     _v(out, _I8, n)[:] = np.clip(r, -Q_MAX, Q_MAX)
     return sat
+
+
+def rescale_s32_s8(acc, out, n, mul, shift):
+    _check_rescale(mul, shift)
+    # |acc * mul| < 2**47 and shift <= 62: _round cannot overflow int64
+    r = _round(_v(acc, _I32, n).astype(np.int64) * mul, shift)
+    sat = int(np.count_nonzero((r > Q_MAX) | (r < -Q_MAX)))
+    _v(out, _I8, n)[:] = np.clip(r, -Q_MAX, Q_MAX)
+    return sat
+
+
+def topk_abs_s32(g, n, k, idx):
+    if not 0 <= k <= n:
+        raise ValueError("topk_abs_s32: k must be in [0, %d], got %d" % (n, k))
+    if k == 0:
+        return 0
+    m = np.abs(_v(g, _I32, n).astype(np.int64))
+    t = int(np.partition(m, n - k)[n - k])  # the k-th largest magnitude
+    sel = m > t
+    ties = np.flatnonzero(m == t)[:k - int(np.count_nonzero(sel))]  # lowest indices first
+    sel[ties] = True
+    _v(idx, _I32, k)[:] = np.flatnonzero(sel)
+    return t
 
 
 def bias_add_s32(acc, bias, c, plane, d):

@@ -83,6 +83,112 @@ def requant_s32_s8(acc, out, n, shift):
     return sat
 
 
+# ----------------------------------------- binary-decomposition rescale --
+# A scale num/den (Tin-Tin: 2**S (4/3)**U (4/5)**D) becomes mul / 2**shift with
+# mul a sum of a few powers of two; applying it costs one shifted add per term.
+
+RESCALE_MUL_MAX = 0xFFFF   # mul < 2**16
+RESCALE_SHIFT_MAX = 62     # shift in [0, 62]
+
+
+def popcount(m):
+    """Number of set bits of the non-negative integer m."""
+    c = 0
+    while m:
+        m &= m - 1
+        c += 1
+    return c
+
+
+def binary_decompose(num, den, terms, bits):
+    """(mul, shift): num/den ~ mul / 2**shift, mul a sum of at most `terms`
+    powers of two (popcount(mul) <= terms) within `bits` significant bits.
+    A helper for choosing a rescale (not a kernel).
+
+    num, den >= 1; terms >= 1; bits in [1, 16]. With p = floor(log2(num/den))
+    (p >= -62, else ValueError) the allowed powers are 2**i, i >= low =
+    max(p - bits + 1, -62): a `bits`-wide window below the leading bit (the
+    result is exact when num/den needs no more). The rule: truncate num/den to
+    a multiple of 2**low, keep the `terms` most significant set bits (T); the
+    rounding unit u is the lowest kept bit when `terms` bits were kept, else
+    2**low; the result is T + u when the discarded rest (including what lies
+    below 2**low) is >= u/2, else T. T and T + u are the two sums of at most
+    `terms` such powers nearest below and above num/den, so this is the best
+    approximation (ties: the larger). Canonical form: mul odd or shift == 0;
+    ValueError when mul would not fit 16 bits (num/den rounds to >= 2**16).
+
+    Relative error, with b = min(bits, p + 63) (b = bits for num/den >= 2**(bits - 63)):
+        |mul/2**shift - num/den| <= num/den / (2**(terms+1) - 1)   if terms < b
+                                 <= num/den / (2**b + 1)             if terms >= b
+    (so <= 2**-terms for terms < b); both are attained (docs/NUMERICS.md).
+    """
+    if num < 1 or den < 1:
+        raise ValueError("binary_decompose: num and den must be >= 1, got %d/%d" % (num, den))
+    if terms < 1 or not 1 <= bits <= 16:
+        raise ValueError("binary_decompose: terms must be >= 1 and bits in [1, 16], got %d, %d"
+                         % (terms, bits))
+    # p = floor(log2(num / den))
+    p = bit_length(num) - bit_length(den)
+    if (num << -p if p < 0 else num) < (den << p if p > 0 else den):
+        p -= 1
+    if p < -RESCALE_SHIFT_MAX:
+        raise ValueError("binary_decompose: %d/%d is below 2**-62" % (num, den))
+    low = p - bits + 1
+    if low < -RESCALE_SHIFT_MAX:
+        low = -RESCALE_SHIFT_MAX
+    # num/den = (f + rem/d) * 2**low exactly, f an integer
+    if low <= 0:
+        x = num << -low
+        d = den
+    else:
+        x = num
+        d = den << low
+    f = x // d
+    rem = x - f * d
+    t = f
+    c = popcount(f)
+    while c > terms:
+        t &= t - 1  # drop the lowest set bit
+        c -= 1
+    u = (t & -t) if c == terms else 1
+    mul = t + u if 2 * ((f - t) * d + rem) >= u * d else t
+    shift = -low
+    while shift > 0 and not mul & 1:
+        mul >>= 1
+        shift -= 1
+    if shift < 0:
+        mul <<= -shift
+        shift = 0
+    if mul > RESCALE_MUL_MAX:
+        raise ValueError("binary_decompose: %d/%d needs mul = %d, beyond 16 bits" % (num, den, mul))
+    return mul, shift
+
+
+def _check_rescale(mul, shift):
+    if not 0 <= mul <= RESCALE_MUL_MAX:
+        raise ValueError("rescale_s32_s8: mul must be in [0, %d], got %d" % (RESCALE_MUL_MAX, mul))
+    if not 0 <= shift <= RESCALE_SHIFT_MAX:
+        raise ValueError("rescale_s32_s8: shift must be in [0, %d], got %d" % (RESCALE_SHIFT_MAX, shift))
+
+
+def rescale_s32_s8(acc, out, n, mul, shift):
+    """out[j] = sat8(round(acc[j] * mul / 2**shift)), the product exact (up to
+    47 bits); returns the saturation count. mul in [0, 65535] (see
+    binary_decompose), shift in [0, 62]; ValueError outside them."""
+    _check_rescale(mul, shift)
+    sat = 0
+    for j in range(n):
+        v = rshift_round(acc[j] * mul, shift)
+        if v > Q_MAX:
+            v = Q_MAX
+            sat += 1
+        elif v < -Q_MAX:
+            v = -Q_MAX
+            sat += 1
+        out[j] = v
+    return sat
+
+
 def _sat32(v):
     if v > 0x7FFFFFFF:
         return 0x7FFFFFFF
@@ -104,6 +210,79 @@ def acc_add_s32(acc, g, n, sa, sg):
     """acc[j] = sat32(round(acc[j] / 2**sa) + round(g[j] / 2**sg)): aligned sum."""
     for j in range(n):
         acc[j] = _sat32(rshift_round(acc[j], sa) + rshift_round(g[j], sg))
+
+
+# ------------------------------------------------------- top-k by magnitude --
+
+def _count_ge(g, n, t):
+    c = 0
+    for j in range(n):
+        if abs(g[j]) >= t:
+            c += 1
+    return c
+
+
+def topk_abs_s32(g, n, k, idx):
+    """The k entries of g[0:n] with the largest |g[j]| (|-2**31| = 2**31),
+    ties broken by the lower index: their indices go to idx[0:k] in increasing
+    order. Returns the k-th largest magnitude (0 when k == 0). 0 <= k <= n
+    (ValueError otherwise); g is not changed, nothing is allocated.
+
+    Selection without scratch: t = the k-th largest magnitude is the largest
+    t with #{|g| >= t} >= k, found bit by bit from the top bit of max |g|
+    (one counting pass per bit; stop early when a count is exactly k). Then
+    one pass emits every j with |g[j]| > t and the first k - #{|g| > t} with
+    |g[j]| == t.
+    """
+    if not 0 <= k <= n:
+        raise ValueError("topk_abs_s32: k must be in [0, %d], got %d" % (n, k))
+    if k == 0:
+        return 0
+    mx = 0
+    for j in range(n):
+        m = abs(g[j])
+        if m > mx:
+            mx = m
+    t = 0
+    gt = 0  # #{|g| > t}: the count of the last candidate that failed (it is t + 1)
+    exact = False
+    if k == 1:
+        t = mx
+    elif mx:
+        bit = 1 << (bit_length(mx) - 1)
+        while bit:
+            c = _count_ge(g, n, t | bit)
+            if c >= k:
+                t |= bit
+                if c == k:  # {|g| >= t} is the answer; its minimum is the k-th
+                    exact = True
+                    break
+            else:
+                gt = c
+            bit >>= 1
+    o = 0
+    if exact:
+        lo = t
+        t = mx
+        for j in range(n):
+            m = abs(g[j])
+            if m >= lo:
+                idx[o] = j
+                o += 1
+                if m < t:
+                    t = m
+        return t
+    need = k - gt  # ties to take, lowest index first
+    j = 0
+    while o < k:
+        m = abs(g[j])
+        if m > t or (m == t and need > 0):
+            if m == t:
+                need -= 1
+            idx[o] = j
+            o += 1
+        j += 1
+    return t
 
 
 # ------------------------------------------------------------ linear layer --

@@ -10,7 +10,9 @@
  * Valid calls allocate nothing (they run under micropython.heap_lock()).
  *
  * Shifts (shift, d, sa, sg, exp) accept any int: every value has the
- * meaning of kernels_py.py (clamping to [-64, 64] changes no result).
+ * meaning of kernels_py.py (clamping to [-64, 64] changes no result);
+ * rescale_s32_s8 is the exception, its mul and shift are checked against
+ * their documented ranges ([0, 65535], [0, 62]) as in kernels_py.py.
  * thr accepts any int (clamped to [-32768, 32768], which changes no mask).
  */
 #include "py/dynruntime.h"
@@ -454,6 +456,29 @@ static mp_obj_t b_update_s8(size_t n_args, const mp_obj_t *a) {
     return INT(pt_update_s8(w, g, n, shift));
 }
 
+/* ------------------------------------------------ Tin-Tin, partial FQT -- */
+
+static mp_obj_t b_rescale_s32_s8(size_t n_args, const mp_obj_t *a) {
+    const qstr fn = MP_QSTR_rescale_s32_s8;
+    int32_t n = get_size(fn, MP_QSTR_n, a[2]);
+    int32_t mul = (int32_t)get_ranged(fn, MP_QSTR_mul, a[3], 0, PT_RESCALE_MUL_MAX);
+    int32_t shift = (int32_t)get_ranged(fn, MP_QSTR_shift, a[4], 0, PT_RESCALE_SHIFT_MAX);
+    const int32_t *acc = BUF(fn, MP_QSTR_acc, a[0], K_S32, READ, n, "n");
+    int8_t *out = BUF(fn, MP_QSTR_out, a[1], K_S8, WRITE, n, "n");
+    return INT(pt_rescale_s32_s8(acc, out, n, (uint32_t)mul, shift));
+}
+
+static mp_obj_t b_topk_abs_s32(size_t n_args, const mp_obj_t *a) {
+    const qstr fn = MP_QSTR_topk_abs_s32;
+    int32_t n = get_size(fn, MP_QSTR_n, a[1]);
+    int32_t k = (int32_t)get_ranged(fn, MP_QSTR_k, a[2], 0, n);
+    const int32_t *g = BUF(fn, MP_QSTR_g, a[0], K_S32, READ, n, "n");
+    int32_t *idx = BUF(fn, MP_QSTR_idx, a[3], K_S32, WRITE, k, "k");
+    /* 2^31 (INT32_MIN's magnitude) is a long int on a 32-bit port: only
+     * magnitudes >= 2^30 make the result allocate */
+    return mp_obj_new_int_from_uint(pt_topk_abs_s32(g, n, k, idx));
+}
+
 /* ---------------------------------------------------- edge-popup (PRIOT) -- */
 
 static mp_obj_t b_mask_s8(size_t n_args, const mp_obj_t *a) {
@@ -592,6 +617,8 @@ DEF(maxpool2d_bwd_s8_chw, 7);
 DEF(argmax_s8, 2);
 DEF(softmax_xent_s8, 6);
 DEF(update_s8, 4);
+DEF(rescale_s32_s8, 5);
+DEF(topk_abs_s32, 4);
 DEF(mask_s8, 6);
 DEF(fc_mask_s8_s32, 8);
 DEF(fc_t_mask_s8_s32, 8);
@@ -623,6 +650,8 @@ mp_obj_t mpy_init(mp_obj_fun_bc_t *self, size_t n_args, size_t n_kw, mp_obj_t *a
     STORE(argmax_s8);
     STORE(softmax_xent_s8);
     STORE(update_s8);
+    STORE(rescale_s32_s8);
+    STORE(topk_abs_s32);
     STORE(mask_s8);
     STORE(fc_mask_s8_s32);
     STORE(fc_t_mask_s8_s32);

@@ -120,6 +120,26 @@ void pt_bias_add_s32(int32_t *acc, const int32_t *bias, int32_t c, int32_t plane
 /* acc[j] = sat32(round(acc[j] / 2^sa) + round(g[j] / 2^sg)), j < n. */
 void pt_acc_add_s32(int32_t *acc, const int32_t *g, int32_t n, int32_t sa, int32_t sg);
 
+/* -------------------------------------- binary-decomposition rescale (Tin-Tin) -- */
+
+#define PT_RESCALE_MUL_MAX 0xFFFF    /* mul < 2^16 */
+#define PT_RESCALE_SHIFT_MAX 62      /* shift in [0, 62] */
+
+/* out[j] = sat8(round(acc[j] * mul / 2^shift)), j < n, with the product
+ * exact (|acc * mul| < 2^47): one shifted add per set bit of mul, no
+ * multiply. Needs mul <= PT_RESCALE_MUL_MAX and 0 <= shift <=
+ * PT_RESCALE_SHIFT_MAX (the binding checks). Returns how many saturated. */
+int32_t pt_rescale_s32_s8(const int32_t *acc, int8_t *out, int32_t n, uint32_t mul, int32_t shift);
+
+/* ------------------------------------------------ top-k by magnitude (FQT) -- */
+
+/* idx[0:k] = the indices of the k entries of g[0:n] with the largest
+ * |g[j]| (|INT32_MIN| = 2^31), ties to the lower index, in increasing index
+ * order; returns the k-th largest magnitude (0 when k == 0). Needs
+ * 0 <= k <= n. g is only read and no scratch is used: one pass for max |g|,
+ * one counting pass per bit of it (fewer when a count hits k), one to emit. */
+uint32_t pt_topk_abs_s32(const int32_t *g, int32_t n, int32_t k, int32_t *idx);
+
 /* ------------------------------------------------------------ linear layer -- */
 
 /* out[o] = sum_i w[o*n_in + i] * x[i], o < n_out (w row-major n_out x n_in). */

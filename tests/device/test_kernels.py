@@ -368,3 +368,206 @@ def test_masked_conv_and_scores(geom, data):
     PY.conv2d_grad_s8_s32_chw(a8(e), a8(x), gw, *g)
     s2 = array(scores.typecode, scores)
     assert PY.score_update_s8(s2, subset, gw, a8(w), shift, lim, n) == sat and bytes(s2) == sc
+
+
+# ------------------------------------- binary-decomposition rescale (Tin-Tin) --
+
+def round_half_away(x):
+    """Fraction -> int, ties away from zero (the rule of rshift_round)."""
+    m = abs(x)
+    q = int(m + Fraction(1, 2))  # floor for m >= 0
+    return q if x >= 0 else -q
+
+
+rescale_muls = st.one_of(st.integers(0, 0xFFFF), st.sampled_from([0, 1, 2, 3, 0x8000, 0xFFFF, 0x5555]))
+rescale_shifts = st.one_of(st.integers(0, 62), st.sampled_from([0, 1, 15, 16, 17, 23, 24, 31, 32, 47, 48, 62]))
+i32_edges = st.one_of(i32, st.sampled_from([-2**31, -2**31 + 1, I32_MAX, -1, 0, 1, 2**15, 2**16 - 1]))
+
+
+@settings(max_examples=300)
+@given(st.lists(i32_edges, min_size=0, max_size=30), rescale_muls, rescale_shifts)
+def test_rescale_exact_product_and_backends(vals, mul, shift):
+    n = len(vals)
+    r, (out,) = both("rescale_s32_s8", a32(vals), a8([0] * n), n, mul, shift, outs=(1,))
+    got = array("b", out)
+    sat = 0
+    for v, o in zip(vals, got):
+        q = round_half_away(Fraction(v * mul, 2 ** shift))  # the exact product, rounded once
+        sat += abs(q) > 127
+        assert o == max(-127, min(127, q))
+    assert r == sat
+
+
+def test_rescale_edges():
+    vals = [-2**31, I32_MAX, -1, 1, 0, 3, -3]
+    for mod in (PY, NP):
+        out = a8([9] * 8)
+        # mul 0: everything 0; shift 62 with the largest product: 0
+        assert mod.rescale_s32_s8(a32(vals), out, 7, 0, 0) == 0 and list(out) == [0] * 7 + [9]
+        assert mod.rescale_s32_s8(a32(vals), out, 7, 0xFFFF, 62) == 0 and list(out[:7]) == [0] * 7
+        # 2**31 * 65535 / 2**40 = 127.998...: rounds to 128, saturates; -1 * 65535 / 2**40 -> 0
+        assert mod.rescale_s32_s8(a32(vals), out, 7, 0xFFFF, 40) == 2
+        assert list(out[:7]) == [-127, 127, 0, 0, 0, 0, 0]
+        # shift 0, mul 1 is requant with shift 0
+        assert mod.rescale_s32_s8(a32(vals), out, 7, 1, 0) == 2
+        assert list(out[:7]) == [-127, 127, -1, 1, 0, 3, -3]
+        # ties go away from zero: 3 * 1 / 2 = 1.5 -> 2, -1.5 -> -2
+        assert mod.rescale_s32_s8(a32(vals), out, 7, 1, 1) == 2 and list(out[5:7]) == [2, -2]
+        # mul = 3 * 2**14 is 0b11 << 14: two shifted adds; 3 * 49152 / 2**16 = 2.25 -> 2
+        assert mod.rescale_s32_s8(a32(vals), out, 7, 3 << 14, 16) == 2 and list(out[5:7]) == [2, -2]
+        for mul, shift in ((-1, 0), (0x10000, 0), (1, -1), (1, 63)):
+            with pytest.raises(ValueError, match="rescale_s32_s8: (mul|shift) must be in"):
+                mod.rescale_s32_s8(a32(vals), out, 7, mul, shift)
+
+
+def decompose_bound(terms, b):
+    """The documented bound on |mul/2**shift - r| / r (docs/NUMERICS.md)."""
+    return Fraction(1, 2 ** (terms + 1) - 1) if terms < b else Fraction(1, 2 ** b + 1)
+
+
+def floor_log2(r):
+    p = r.numerator.bit_length() - r.denominator.bit_length()
+    return p if r >= Fraction(2) ** p else p - 1
+
+
+rationals = st.builds(Fraction, st.integers(1, 2**40), st.integers(1, 2**40)) | st.builds(
+    lambda m, e: Fraction(m) * Fraction(2) ** e, st.integers(1, 2**16), st.integers(-70, 10))
+
+
+@pytest.mark.parametrize("terms", range(1, 9))
+@settings(max_examples=200)
+@given(r=rationals, bits=st.integers(1, 16))
+def test_binary_decompose_error_bound(terms, r, bits):
+    p = floor_log2(r)
+    b = min(bits, p + 63)
+    try:
+        mul, shift = PY.binary_decompose(r.numerator, r.denominator, terms, bits)
+    except ValueError as e:
+        # only below 2**-62, or when the result (within the bound of r) is 2**16 or more
+        assert p < -62 or r * (1 + decompose_bound(terms, b)) >= 2 ** 16, e
+        return
+    assert 0 <= mul <= 0xFFFF and 0 <= shift <= 62
+    assert PY.popcount(mul) <= terms and bin(mul).count("1") == PY.popcount(mul)
+    assert mul & 1 or shift == 0  # canonical
+    assert NP.binary_decompose is PY.binary_decompose
+    a = Fraction(mul, 2 ** shift)
+    assert abs(a - r) <= r * decompose_bound(terms, b)
+    assert abs(a - r) / r <= Fraction(1, 2 ** terms) or terms >= b
+
+
+@pytest.mark.parametrize("terms", range(1, 9))
+def test_binary_decompose_bound_is_attained(terms):
+    for bits in range(1, 17):
+        # terms < bits: 2 - 2**-terms, the tie above terms consecutive bits;
+        # terms >= bits: 1 + 2**-bits, half a unit of the last bit of the window
+        r = 2 - Fraction(1, 2 ** terms) if terms < bits else 1 + Fraction(1, 2 ** bits)
+        for scale in (Fraction(1, 2**20), Fraction(1), Fraction(2**5)):
+            x = r * scale
+            mul, shift = PY.binary_decompose(x.numerator, x.denominator, terms, bits)
+            assert abs(Fraction(mul, 2 ** shift) - x) / x == decompose_bound(terms, bits)
+
+
+def nearest_by_search(r, terms, low):
+    """The nearest sum of at most `terms` distinct powers 2**i, i >= low (ties: the
+    larger), by trying every candidate up to twice r."""
+    best = None
+    top = int(r / Fraction(2) ** low) * 2 + 2
+    for c in range(1, top + 1):
+        if bin(c).count("1") <= terms:
+            d = abs(Fraction(c) * Fraction(2) ** low - r)
+            if best is None or d < best[0] or (d == best[0] and c > best[1]):
+                best = (d, c)
+    return Fraction(best[1]) * Fraction(2) ** low
+
+
+@settings(max_examples=300)
+@given(st.integers(1, 600), st.integers(1, 600), st.integers(1, 4), st.integers(1, 7))
+def test_binary_decompose_is_the_nearest(num, den, terms, bits):
+    r = Fraction(num, den)
+    mul, shift = PY.binary_decompose(num, den, terms, bits)
+    assert Fraction(mul, 2 ** shift) == nearest_by_search(r, terms, floor_log2(r) - bits + 1)
+
+
+def test_binary_decompose_examples_and_errors():
+    bd = PY.binary_decompose
+    assert bd(4, 3, 3, 16) == (21, 4)        # 1.0101b: 1 + 1/4 + 1/16
+    assert bd(4, 3, 1, 16) == (1, 0)         # the nearest power of two
+    assert bd(4, 5, 2, 8) == (3, 2)          # 0.110011..b -> 0.11b
+    assert bd(3, 2, 1, 16) == (2, 0)         # a tie goes up
+    assert bd(1000, 1, 8, 16) == (1000, 0)   # exact: 1111101000b has 6 set bits
+    assert bd(1, 2**62, 1, 16) == (1, 62)    # the smallest scale
+    assert bd(65535, 1, 16, 16) == (65535, 0)
+    for args in ((0, 1, 1, 8), (1, 0, 1, 8), (1, 1, 0, 8), (1, 1, 1, 0), (1, 1, 1, 17),
+                 (1, 2**63, 4, 8), (65535, 1, 15, 16), (2**16, 1, 1, 16)):
+        with pytest.raises(ValueError, match="binary_decompose"):
+            bd(*args)
+
+
+@given(st.integers(-2**31, I32_MAX), st.integers(1, 2**20), st.integers(1, 2**20), st.integers(1, 8))
+def test_rescale_applies_a_decomposed_scale(v, num, den, terms):
+    """rescale_s32_s8 with binary_decompose's (mul, shift) is the rounded product by the
+    approximated scale; its error against the exact scale follows from the bound."""
+    try:
+        mul, shift = PY.binary_decompose(num, den, terms, 16)
+    except ValueError:
+        return
+    out = a8([0])
+    PY.rescale_s32_s8(a32([v]), out, 1, mul, shift)
+    exact = Fraction(v * num, den)
+    if abs(exact) <= 100:
+        assert abs(out[0] - exact) <= abs(exact) * decompose_bound(terms, 16) + Fraction(1, 2)
+
+
+# ------------------------------------------------------- top-k by magnitude --
+
+def topk_ref(g, k):
+    """sorted(): the k largest |g| (ties: lower index first), then by index."""
+    order = sorted(range(len(g)), key=lambda j: (-abs(g[j]), j))[:k]
+    return sorted(order), (abs(g[order[-1]]) if k else 0)
+
+
+topk_vals = st.one_of(st.integers(-3, 3), i32_edges, st.sampled_from([-2**31, 2**31 - 1, -2**30, 2**30]))
+
+
+@settings(max_examples=300)
+@given(st.lists(topk_vals, min_size=0, max_size=40), st.data())
+def test_topk_abs(vals, data):
+    n = len(vals)
+    k = data.draw(st.one_of(st.integers(0, n), st.sampled_from([0, n])))
+    g = a32(vals)
+    idx = a32([-7] * (k + 2))
+    r, (got, gb) = both("topk_abs_s32", g, n, k, idx, outs=(3, 0))
+    assert gb == bytes(g)  # g unchanged
+    got = array("i", got)
+    want, kth = topk_ref(vals, k)
+    assert list(got[:k]) == want and list(got[k:]) == [-7, -7] and r == kth
+
+
+def test_topk_abs_ties_int32_min_and_errors():
+    g = a32([3, -5, 5, 0, -2**31, 7, 5, -2**31])
+    for mod in (PY, NP):
+        idx = a32([0] * 8)
+        assert mod.topk_abs_s32(g, 8, 1, idx) == 2**31 and idx[0] == 4  # |INT32_MIN| = 2**31
+        assert mod.topk_abs_s32(g, 8, 3, idx) == 7 and list(idx[:3]) == [4, 5, 7]
+        assert mod.topk_abs_s32(g, 8, 4, idx) == 5 and list(idx[:4]) == [1, 4, 5, 7]  # first tie
+        assert mod.topk_abs_s32(g, 8, 5, idx) == 5 and list(idx[:5]) == [1, 2, 4, 5, 7]
+        assert mod.topk_abs_s32(g, 8, 8, idx) == 0 and list(idx) == list(range(8))
+        assert mod.topk_abs_s32(g, 8, 0, a32([])) == 0
+        assert mod.topk_abs_s32(a32([0, 0, 0]), 3, 2, idx) == 0 and list(idx[:2]) == [0, 1]
+        for k in (-1, 9):
+            with pytest.raises(ValueError, match=r"topk_abs_s32: k must be in \[0, 8\]"):
+                mod.topk_abs_s32(g, 8, k, idx)
+
+
+@settings(max_examples=50)
+@given(st.integers(1, 3000), st.integers(0, 31), st.data())
+def test_topk_abs_large(n, bits, data):
+    """Longer buffers, magnitudes of every width: the search's early exit and its full depth."""
+    seed = data.draw(st.integers(0, 2**32 - 1))
+    import random
+    rng = random.Random(seed)
+    vals = [rng.randint(-2**bits, min(2**bits, I32_MAX)) for _ in range(n)]
+    k = data.draw(st.integers(0, n))
+    r, (got,) = both("topk_abs_s32", a32(vals), n, k, a32([0] * k), outs=(3,))
+    want, kth = topk_ref(vals, k)
+    assert list(array("i", got)) == want and r == kth

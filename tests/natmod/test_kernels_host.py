@@ -157,6 +157,8 @@ SIGS = {  # name: (restype, argtypes); vp = a buffer
     "pt_argmax_s8": (i32, [vp, i32]),
     "pt_softmax_xent_s8": (i32, [vp, i32, i32, i32, vp, vp]),
     "pt_update_s8": (i32, [vp, vp, i32, i32]),
+    "pt_rescale_s32_s8": (i32, [vp, vp, i32, u32, i32]),
+    "pt_topk_abs_s32": (u32, [vp, i32, i32, vp]),
     "pt_mask_s8": (None, [vp, P(Scores), i32, vp, i32]),
     "pt_fc_mask_s8_s32": (None, [vp, vp, P(Scores), i32, vp, i32, i32]),
     "pt_fc_t_mask_s8_s32": (None, [vp, vp, P(Scores), i32, vp, i32, i32]),
@@ -309,6 +311,16 @@ class C:
     def update_s8(w, g, n, shift):
         with Heap() as m:
             return lib.pt_update_s8(m.buf(w), m.buf(g), n, shift)
+
+    @staticmethod
+    def rescale_s32_s8(acc, out, n, mul, shift):
+        with Heap() as m:
+            return lib.pt_rescale_s32_s8(m.buf(acc), m.buf(out), n, mul, shift)
+
+    @staticmethod
+    def topk_abs_s32(g, n, k, idx):
+        with Heap() as m:
+            return lib.pt_topk_abs_s32(m.buf(g), n, k, m.buf(idx))
 
     @staticmethod
     def mask_s8(w, scores, subset, thr, out, n):
@@ -486,6 +498,29 @@ class Sanitized:
         shift = data.draw(shifts)
         r, (wo,) = same("update_s8", a8(w), a32(g), n, shift, outs=(0,), numpy=shift <= 62)
         assert all(-127 <= v <= 127 for v in array("b", wo))
+
+    @settings(max_examples=400)
+    @given(st.data())
+    def test_rescale(self, data):
+        """Every shift 0..62 and mul 0..65535: the fast 32-bit way, the early saturation and
+        the two-limb way of rescale.c against the exact Python product."""
+        n = data.draw(st.integers(0, 24))
+        acc = data.draw(lists(i32 | st.integers(-2**16, 2**16) | st.integers(-2**8, 2**8), n))
+        mul = data.draw(st.integers(0, 0xFFFF) | st.sampled_from([0, 1, 2, 3, 0x8000, 0xFFFF, 0xFFFE, 0x8001])
+                        | st.builds(lambda m, s: m << s, st.integers(1, 255), st.integers(0, 8)))
+        shift = data.draw(st.integers(0, 62) | st.sampled_from([0, 1, 16, 17, 23, 24, 31, 32, 47, 48, 62]))
+        r, (out,) = same("rescale_s32_s8", a32(acc), a8([9] * n), n, mul, shift, outs=(1,))
+        assert all(-127 <= v <= 127 for v in array("b", out))
+
+    @settings(max_examples=300)
+    @given(st.data())
+    def test_topk_abs(self, data):
+        n = data.draw(st.integers(0, 40))
+        width = data.draw(st.sampled_from([1, 2, 8, 20, 31]))
+        g = data.draw(lists(st.integers(-2**width, min(2**width, I32_MAX)) | st.sampled_from(EDGES32), n))
+        k = data.draw(st.integers(0, n) | st.sampled_from([0, n]))
+        r, (idx, gb) = same("topk_abs_s32", a32(g), n, k, a32([-1] * k), outs=(3, 0))
+        assert gb == bytes(a32(g))  # g unchanged
 
     @given(st.lists(i8, max_size=60))
     def test_relu_and_backward(self, vals):

@@ -143,6 +143,20 @@ def _one(g, name):
     if name == "update_s8":
         n = r.int(0, 20)
         return (r.s8(n), r.s32(n), n, r.pick(SHIFTS))
+    if name == "rescale_s32_s8":
+        n = r.int(0, 20)
+        mul = r.pick([0, 1, 3, 0x8000, 0xFFFF, r.int(0, 0xFFFF), r.int(1, 255) << r.int(0, 8)])
+        w = r.pick([8, 16, 24, 31])
+        # about half the shifts put the results in int8 range (neither all 0 nor all saturated)
+        shift = r.pick([0, 1, 16, 17, 23, 24, 31, 32, 47, 48, 62, r.int(0, 62)] +
+                       [max(0, min(62, w + mul.bit_length() - 7 + r.int(-2, 2)))] * 10)
+        return (r.s32(n, -2**w, 2**w - 1), array("b", bytes(n)), n, mul, shift)
+    if name == "topk_abs_s32":
+        n = r.int(0, 40)
+        w = r.pick([1, 3, 8, 20, 31])
+        g = r.s32(n, -2**w, min(2**w, 2**31 - 1))  # narrow ranges: many ties
+        k = r.pick([0, n, min(1, n)] + [r.int(0, n)] * 5)
+        return (g, n, k, array("i", bytes(4 * k)))
     if name == "mask_s8":
         n = r.int(0, 40)
         sc, sub, thr, _ = r.scores(n)
@@ -354,6 +368,16 @@ def bad_calls():
         bad = list(sc)
         bad[6] = smax
         out.append(("fc_score_s8", bad, "ValueError", ["smax must be in [0, "]))
+    rs = _first_with_buffers("rescale_s32_s8")
+    for k, v, words in ((3, -1, "mul must be in [0, 65535], got -1"), (3, 65536, "mul must be in [0, 65535]"),
+                        (4, -1, "shift must be in [0, 62], got -1"), (4, 63, "shift must be in [0, 62], got 63")):
+        bad = list(rs)
+        bad[k] = v
+        out.append(("rescale_s32_s8", bad, "ValueError", [words]))
+    tk = list(_first_with_buffers("topk_abs_s32"))
+    tk[2] = tk[1] + 1  # k > n
+    tk[3] = array("i", bytes(4 * tk[2]))
+    out.append(("topk_abs_s32", tk, "ValueError", ["k must be in [0, %d], got %d" % (tk[1], tk[2])]))
     sm = list(_first_with_buffers("softmax_xent_s8"))
     sm[3] = sm[1]  # label == n
     out.append(("softmax_xent_s8", sm, "ValueError", ["label must be in [0, %d]" % (sm[1] - 1)]))
