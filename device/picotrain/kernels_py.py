@@ -68,18 +68,20 @@ def bitlen_s32(acc, n):
     return bit_length(m)
 
 
+def _put8(out, j, v):
+    """out[j] = v saturated to [-127, 127]; 1 if it saturated, else 0."""
+    if v > Q_MAX or v < -Q_MAX:
+        out[j] = Q_MAX if v > 0 else -Q_MAX
+        return 1
+    out[j] = v
+    return 0
+
+
 def requant_s32_s8(acc, out, n, shift):
     """out[j] = sat8(round(acc[j] / 2**shift)); returns the saturation count."""
     sat = 0
     for j in range(n):
-        v = rshift_round(acc[j], shift)
-        if v > Q_MAX:
-            v = Q_MAX
-            sat += 1
-        elif v < -Q_MAX:
-            v = -Q_MAX
-            sat += 1
-        out[j] = v
+        sat += _put8(out, j, rshift_round(acc[j], shift))
     return sat
 
 
@@ -178,14 +180,7 @@ def rescale_s32_s8(acc, out, n, mul, shift):
     _check_rescale(mul, shift)
     sat = 0
     for j in range(n):
-        v = rshift_round(acc[j] * mul, shift)
-        if v > Q_MAX:
-            v = Q_MAX
-            sat += 1
-        elif v < -Q_MAX:
-            v = -Q_MAX
-            sat += 1
-        out[j] = v
+        sat += _put8(out, j, rshift_round(acc[j] * mul, shift))
     return sat
 
 
@@ -652,12 +647,5 @@ def update_s8(w, g, n, shift):
     sat = 0
     for j in range(n):
         d = g[j] if shift <= 0 else rshift_pseudo(g[j], shift)
-        v = w[j] - d
-        if v > Q_MAX:
-            v = Q_MAX
-            sat += 1
-        elif v < -Q_MAX:
-            v = -Q_MAX
-            sat += 1
-        w[j] = v
+        sat += _put8(w, j, w[j] - d)
     return sat
