@@ -79,6 +79,79 @@ def cmd_evaluate(args):
     m = pt.load(args.model)
     acc = pt.evaluate(m, _load_samples(args.data))
     print(f"{args.model} on {args.data}: accuracy {acc:.2%} ({pt.backend()} kernels)")
+    if args.board:
+        from host_tools.remote import remote_eval
+        with _connect(args) as b:
+            ok, n = remote_eval(b, args.model, args.data, stream=args.stream)
+        print(f"on the board ({b.port}): {ok}/{n} = {ok / max(1, n):.2%}, the same as the host mirror")
+
+
+# ------------------------------------------------------------- the board --
+def _connect(args):
+    from host_tools.board import connect
+    return connect(args.port, timeout=args.timeout, log=print)
+
+
+def _options(pairs):
+    """--set k=v ... -> {k: v}, v a Python literal when it reads as one."""
+    import ast
+    out = {}
+    for kv in pairs or ():
+        k, sep, v = kv.partition("=")
+        if not sep or not k.isidentifier():
+            raise ValueError(f"--set wants NAME=VALUE, got {kv!r}")
+        try:
+            out[k] = ast.literal_eval(v)
+        except (ValueError, SyntaxError):
+            out[k] = v
+    return out
+
+
+def cmd_board(args):
+    from host_tools.board import VirtualDevice
+    if args.serve:
+        import time
+        with VirtualDevice(args.serve_dir, serial_pty=True) as vd:
+            print(f"virtual board on {vd.url} and {vd.pty_path}, filesystem {vd.folder}")
+            print("(e.g. mpremote connect %s; Ctrl-C stops it)" % vd.url, flush=True)
+            try:
+                while True:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                return 0
+    with _connect(args) as b:
+        i = b.info()
+        print(f"port: {b.port}{' (virtual board: ' + str(b.virtual.folder) + ')' if b.is_virtual else ''}")
+        print(f"MicroPython {'.'.join(map(str, i['version']))}, mpy "
+              f"{'%d.%d' % tuple(i['mpy_version']) if i['mpy_version'] else '?'}, arch {i['arch']}: {i['machine']}")
+        fs = i.get("statvfs")
+        if fs:
+            print(f"filesystem: {fs[2] * fs[1]} bytes, {fs[4] * fs[1]} free; heap free {i['mem_free']} bytes")
+        print("picotrain:", b.exec("try:\n import picotrain\n print(picotrain.__version__, picotrain.backend())\n"
+                                   "except ImportError:\n print('not deployed')").strip())
+
+
+def cmd_deploy(args):
+    from host_tools.deploy import deploy
+    with _connect(args) as b:
+        deploy(b, model=args.model, datasets=args.dataset, native=not args.no_native,
+               compile=not args.source, force=args.force)
+
+
+def cmd_train(args):
+    from host_tools.remote import remote_train
+    with _connect(args) as b:
+        remote_train(b, args.model, args.data, args.method, _options(args.set), epochs=args.epochs,
+                     test=args.test, stream=args.stream, shuffle=args.shuffle,
+                     checkpoint_every=args.checkpoint_every, resume=args.resume, out=args.out,
+                     save=args.save, mirror=args.mirror, bar=not args.no_bar)
+
+
+def cmd_pull(args):
+    from host_tools.remote import pull
+    with _connect(args) as b:
+        data = pull(b, args.file, args.out or args.file)
+    print(f"pulled {args.file} ({len(data)} B) to {args.out or args.file}")
 
 
 def build_parser():
@@ -133,10 +206,70 @@ def build_parser():
     p.add_argument("--out", metavar="FILE.pt8", help="default: overwrite MODEL.pt8")
     p.set_defaults(func=cmd_calibrate)
 
-    p = sub.add_parser("eval", help="accuracy of a model file on a .pt8d file (host mirror)")
+    def add_board_args(p):
+        p.add_argument("--port", help="serial port, socket://HOST:PORT, 'virtual' or 'virtual:FOLDER' "
+                                      "(default: $PICOTRAIN_PORT, else the first board on USB, else the "
+                                      "virtual board)")
+        p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the board (default 5)")
+
+    p = sub.add_parser("eval", help="accuracy of a model file on a .pt8d file (host mirror; --board: also "
+                                    "on the board, checked equal)")
     p.add_argument("model", metavar="MODEL.pt8")
     p.add_argument("data", metavar="DATA.pt8d")
+    p.add_argument("--board", action="store_true", help="also evaluate on the board and compare")
+    p.add_argument("--stream", action="store_true", help="stream the samples to the board instead of copying the file")
+    add_board_args(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("board", help="which board the tools use, and what it runs (--serve: run the virtual board)",
+                       description="Describe the board (port, MicroPython version, arch, flash, heap, "
+                                   "picotrain), or serve the virtual board for mpremote and other tools.")
+    add_board_args(p)
+    p.add_argument("--serve", action="store_true", help="run the virtual board until Ctrl-C, printing its address")
+    p.add_argument("--serve-dir", metavar="FOLDER", help="the virtual board's filesystem (default: the usual one)")
+    p.set_defaults(func=cmd_board)
+
+    p = sub.add_parser("deploy", help="put picotrain (compiled .mpy + native kernels), a model and datasets on a board",
+                       description="Compile device/picotrain with mpy-cross for the board's arch, add the "
+                                   "native kernels for it, and copy what differs (docs/BOARD.md). Checks the "
+                                   "board's MicroPython version and free flash before writing anything.")
+    add_board_args(p)
+    p.add_argument("--model", metavar="FILE.pt8", help="also copy this model file (to the board's root)")
+    p.add_argument("--dataset", metavar="FILE.pt8d", action="append", default=[],
+                   help="also copy this dataset (repeatable)")
+    p.add_argument("--no-native", action="store_true", help="leave out the native kernels (pure-Python kernels)")
+    p.add_argument("--source", action="store_true", help="copy the .py sources instead of compiling them")
+    p.add_argument("--force", action="store_true", help="copy every file, even those already identical")
+    p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser("train", help="train a model on the board, with a progress bar; pull it back and check it",
+                       description="Copy the model (and the data, unless --stream) to the board, train there, "
+                                   "pull the trained model and evaluate it on the host mirror: the board's and "
+                                   "the host's test counts must agree (--mirror: also the model's bytes).")
+    add_board_args(p)
+    p.add_argument("model", metavar="MODEL.pt8")
+    p.add_argument("data", metavar="TRAIN.pt8d")
+    p.add_argument("--method", default="PRIOT", help="NITI, StaticNITI, PRIOT, PRIOTS, ... (default PRIOT)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="a method option, e.g. --set rate=4 --set batch=8 (repeatable)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--test", metavar="TEST.pt8d", help="test set: accuracy on the board and on the host mirror")
+    p.add_argument("--stream", action="store_true", help="send the samples over the link instead of copying the files")
+    p.add_argument("--shuffle", type=int, metavar="SEED", help="a new sample order each epoch from this seed")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                   help="checkpoint every N samples on the board (and every epoch)")
+    p.add_argument("--resume", action="store_true", help="continue from the board's last good checkpoint")
+    p.add_argument("--save", metavar="NAME", help="name of the trained model on the board (default MODEL-METHOD.pt8)")
+    p.add_argument("--out", metavar="FILE.pt8", help="where to pull it (default out/NAME)")
+    p.add_argument("--mirror", action="store_true", help="also train on the host mirror and compare the bytes")
+    p.add_argument("--no-bar", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("pull", help="copy a file from the board to the host")
+    add_board_args(p)
+    p.add_argument("file", metavar="NAME", help="path on the board (relative to /)")
+    p.add_argument("--out", metavar="FILE", help="default: the same name here")
+    p.set_defaults(func=cmd_pull)
 
     return parser
 
@@ -147,6 +280,15 @@ def main(argv=None):
         return args.func(args)
     except (FileNotFoundError, ValueError) as e:
         print(f"picotrain {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # the board's and deployment's own errors: one line, no traceback
+        from host_tools.board import BoardError
+        from host_tools.deploy import DeployError
+        if not isinstance(e, (BoardError, DeployError)):
+            raise
+        print(f"picotrain {args.command}: error: {e}", file=sys.stderr)
+        if getattr(e, "traceback", None):
+            print(e.traceback, file=sys.stderr)
         return 2
 
 

@@ -11,9 +11,12 @@ changes it.
 """
 from .kernels import backend, use as use_backend  # noqa: F401
 from .layers import Conv2d, Flatten, Linear, MaxPool2d, Model, ReLU, Tensor  # noqa: F401
+from .memory import memory_plan  # noqa: F401
 from .modelfile import ModelFileError, load  # noqa: F401
 from .prune import PRIOT, PRIOTS, bake, pruned_fraction  # noqa: F401
 from .rng import XorShift32  # noqa: F401
 from .train import NITI, StaticNITI, Trainer, calibrate, evaluate  # noqa: F401
+from .tintin import TinTin  # noqa: F401  (issue 5)
+from .partial import FQT, PartialFQT  # noqa: F401  (issue 5)
 
 __version__ = "0.1.0"

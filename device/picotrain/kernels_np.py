@@ -24,6 +24,10 @@ def _round(v, s):
     """Round-half-away-from-zero shift of an int64 array (see rshift_round)."""
     if s <= 0:
         return v
+    if s > 62:
+        # Every caller's |v| is below 2**61, so it rounds to 0 (as rshift_round
+        # does on Python ints); 1 << (s - 1) would not fit int64.
+        return np.zeros_like(v)
     m = (np.abs(v) + (1 << (s - 1))) >> s
     return np.where(v < 0, -m, m)
 
@@ -70,7 +74,9 @@ def topk_abs_s32(g, n, k, idx):
 
 def bias_add_s32(acc, bias, c, plane, d):
     b = _v(bias, _I32, c).astype(np.int64)
-    b = b << d if d >= 0 else _round(b, -d)
+    # a left shift past 32 saturates any non-zero int32 bias anyway: cap it so
+    # int64 cannot overflow (the reference shifts Python ints, then saturates)
+    b = b << min(d, 32) if d >= 0 else _round(b, -d)
     a = _v(acc, _I32, c * plane).reshape(c, plane)
     a[:] = _sat32(a.astype(np.int64) + b[:, None])
 

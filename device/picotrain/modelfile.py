@@ -22,9 +22,34 @@ from .layers import Conv2d, Flatten, Linear, MaxPool2d, Model, ReLU
 MAGIC = b"PT8M"
 VERSION = 1
 KINDS = {1: Linear, 2: Conv2d, 3: ReLU, 4: MaxPool2d, 5: Flatten}
+_STRUCT_ERROR = getattr(struct, "error", ValueError)  # MicroPython's struct raises ValueError
 N_CFG = {1: 3, 2: 6, 3: 0, 4: 1, 5: 0}  # configuration values per layer kind
 NO_SHIFT = 127  # stored for "not calibrated"
 _PARM_HEAD = "<HbbbbBb"  # layer, w_exp, b_exp, shift, bshift, flags, gbits
+
+
+# Sections of the methods of issue 5, read and written by their own modules
+# (tintin.py, partial.py); imported only when a file or a model has them.
+METHOD_TAGS = {b"TINT": "tintin", b"PFQT": "partial"}
+
+
+def _method_module(name):
+    if name == "tintin":
+        from . import tintin as mod
+    else:
+        from . import partial as mod
+    return mod
+
+
+def _methods_with_state(model):
+    out = []
+    for l in model.layers:
+        if l.has_params:
+            if hasattr(l.weight, "u") and "tintin" not in out:
+                out.append("tintin")
+            if hasattr(l, "upd_count") and "partial" not in out:
+                out.append("partial")
+    return out
 
 
 class ModelFileError(ValueError):
@@ -77,6 +102,7 @@ def load(path):
         model = None
         seen = set()
         prune_secs, meta = [], None
+        method_secs = []
         for _ in range(n_sec):
             sh = r.take(8, "section header")
             tag = bytes(sh[:4])
@@ -95,6 +121,9 @@ def load(path):
             elif tag in (b"SCOR", b"SUBS"):
                 # Kept raw; prune.py turns them into layer state once all is read.
                 prune_secs.append((tag, r.take(length, tag.decode())))
+            elif tag in METHOD_TAGS:
+                # Tin-Tin / partial-update FQT state, handed to its module below
+                method_secs.append((tag, r.take(length, tag.decode())))
             elif tag == b"META":
                 meta = r.take(length, "META")
             else:
@@ -120,6 +149,13 @@ def load(path):
             raise ModelFileError("%s: META section is not JSON text (%s)" % (path, e))
         if not isinstance(model.meta, dict):
             raise ModelFileError("%s: META section is not a JSON object" % path)
+    for tag, mod in METHOD_TAGS.items():
+        secs = [sec for sec in method_secs if sec[0] == tag]
+        if secs:
+            try:
+                _method_module(mod).attach(model, secs)
+            except ValueError as e:
+                raise ModelFileError("%s: %s" % (path, e))
     if prune_secs:
         from .prune import attach
         try:
@@ -161,7 +197,7 @@ def _arch(b, path, size):
                 raise ModelFileError("%s: layer %d (kind %d, %r) needs %d bytes of parameters, the file "
                                      "has %d" % (path, len(layers), kind, cfg, need, size))
             layers.append(KINDS[kind](*cfg))
-    except (IndexError, TypeError, ValueError, struct.error) as e:
+    except (IndexError, TypeError, ValueError, _STRUCT_ERROR) as e:
         if isinstance(e, ModelFileError):
             raise
         raise ModelFileError("%s: malformed ARCH section (%s)" % (path, e))
@@ -215,12 +251,18 @@ def sections(model, extra=None):
     if model.pruned:
         from .prune import sections as prune_sections
         out += prune_sections(model)
+    # Tin-Tin (TINT) and partial-update FQT (PFQT) state, when a layer has it
+    for mod in _methods_with_state(model):
+        out += _method_module(mod).sections(model)
     meta = dict(model.meta)
     if extra:
         meta.update(extra)
     if meta:
         import json
-        text = json.dumps(meta).encode()
+        # Keys sorted by hand: MicroPython dicts have no stable order and its
+        # json.dumps has no sort_keys, and the same model must give the same bytes.
+        text = ("{" + ", ".join(json.dumps(k) + ": " + json.dumps(meta[k]) for k in sorted(meta))
+                + "}").encode()
         out.append((b"META", [(text, len(text))]))
     return out
 

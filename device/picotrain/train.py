@@ -63,6 +63,8 @@ class Trainer:
                 if l.shift is None or (i > self.lowest and l.bshift is None):
                     raise ValueError("%s needs static shifts; layer %d (%r) is not calibrated: "
                                      "run picotrain.calibrate(model, data) first" % (self.name, i, l))
+        from .memory import preflight  # issue 6: MemoryError up front if the buffers cannot fit
+        preflight(self)
         model.build(training=True)
         self.count = 0
         self.result = [0, 0]
@@ -121,18 +123,20 @@ class Trainer:
             self.count = 0
         return ok / n if n else 0.0
 
-    def fit(self, data, epochs=1, test=None, log=print):
-        """Train for some epochs, one short line each; returns the history."""
+    def fit(self, data, epochs=1, test=None, log=print, checkpoint=None):
+        """Train for some epochs, one short line each; returns the history.
+        checkpoint: a picotrain.checkpoint.Checkpoint (saves progress, resumes)."""
         hist = []
-        for ep in range(epochs):
+        first = checkpoint.start(self, epochs) if checkpoint is not None else 0  # issue 6
+        for ep in range(first, epochs):
             t0 = _ms()
-            acc = self.epoch(data)
+            acc = self.epoch(data if checkpoint is None else checkpoint.data(data, ep))
             dt = _ms() - t0
             n = len(data) if hasattr(data, "__len__") else 0
             row = {"epoch": ep + 1, "train_acc": acc, "ms_per_sample": dt / n if n else 0}
             line = "epoch %d  train %.2f%%" % (ep + 1, 100 * acc)
             if test is not None:
-                row["test_acc"] = evaluate(self.model, test)
+                row["test_acc"] = self.evaluate(test)
                 line += "  test %.2f%%" % (100 * row["test_acc"])
             line += "  %.1f ms/sample" % row["ms_per_sample"]
             free = _free_heap()
@@ -141,7 +145,15 @@ class Trainer:
             if log:
                 log(line)
             hist.append(row)
+            if checkpoint is not None:
+                checkpoint.epoch_done(self, ep + 1)
         return hist
+
+    # issue 5 (TinTin, PartialFQT): fit() scores the test set through the
+    # trainer, so a method with its own forward pass (TinTin) evaluates with it
+    def evaluate(self, data):
+        """Accuracy on data (iterable of (x, label)) as this method predicts."""
+        return evaluate(self.model, data)
 
     def nbytes(self):
         """Bytes of training buffers: the model's plus the method's."""

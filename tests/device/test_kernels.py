@@ -571,3 +571,12 @@ def test_topk_abs_large(n, bits, data):
     r, (got,) = both("topk_abs_s32", a32(vals), n, k, a32([0] * k), outs=(3,))
     want, kth = topk_ref(vals, k)
     assert list(array("i", got)) == want and r == kth
+
+
+def test_extreme_shifts_and_exponents_agree():
+    """Shifts far past 31 (a model file can hold any exponent): all backends agree."""
+    for s in (32, 62, 63, 100, 127):
+        both("requant_s32_s8", a32([I32_MAX, I32_MIN, 5, -5]), a8([0] * 4), 4, s, outs=(1,))
+    for d in (-127, -64, 31, 32, 40, 100):
+        both("bias_add_s32", a32([1, -1, 0, 7]), a32([3, -2]), 2, 2, d, outs=(0,))
+    both("acc_add_s32", a32([I32_MAX, I32_MIN]), a32([1, -1]), 2, 90, 70, outs=(0,))
