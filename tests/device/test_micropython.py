@@ -17,7 +17,8 @@ def cpython(*args):
                           env=env, check=True).stdout
 
 
-@pytest.mark.parametrize("method", ["NITI", "StaticNITI", "PRIOT", "PRIOTS", "PRIOTS-w"])
+@pytest.mark.parametrize("method", ["NITI", "StaticNITI", "PRIOT", "PRIOTS", "PRIOTS-w",
+                                    "TinTin", "TinTin-b", "FQT", "PartialFQT", "PartialFQT-b"])  # issue 5: the last five
 def test_fixed_seed_run_matches_mirror(micropython, method):
     mp = micropython(open(SCRIPT).read().replace("sys.argv", "ARGV").replace(
         "import sys\n", "import sys\nARGV = ['x', %r, 'python', '40']\n" % method))
@@ -28,7 +29,8 @@ def test_fixed_seed_run_matches_mirror(micropython, method):
 def test_step_allocates_nothing(locked_steps):
     cases, backend = locked_steps("python")
     assert backend == "python"
-    assert cases == [(m, b) for m in ("NITI", "StaticNITI", "PRIOT", "PRIOTS") for b in (1, 2)]
+    assert cases == [(m, b) for m in ("NITI", "StaticNITI", "PRIOT", "PRIOTS", "TinTin", "FQT", "PartialFQT")
+                     for b in (1, 2)]
 
 
 def test_model_file_crosses_implementations(micropython, tmp_path):

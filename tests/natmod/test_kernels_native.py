@@ -411,7 +411,8 @@ def cpython_run(*args):
                           env=env, check=True).stdout
 
 
-@pytest.mark.parametrize("method", ["NITI", "StaticNITI", "PRIOT", "PRIOTS", "PRIOTS-w"])
+@pytest.mark.parametrize("method", ["NITI", "StaticNITI", "PRIOT", "PRIOTS", "PRIOTS-w",
+                                    "TinTin", "TinTin-b", "FQT", "PartialFQT", "PartialFQT-b"])  # issue 5: the last five
 def test_fixed_seed_run_native_matches_mirror(micropython, native, method):
     script = NITI_RUN.read_text().replace("sys.argv", "ARGV").replace(
         "import sys\n", "import sys\nARGV = ['x', %r, 'native', '40']\n" % method, 1)
@@ -424,7 +425,8 @@ def test_fixed_seed_run_native_matches_mirror(micropython, native, method):
 def test_native_training_step_allocates_nothing(locked_steps, native):
     cases, backend = locked_steps("native", path=(native[0],))
     assert backend == "native"
-    assert cases == [(m, b) for m in ("NITI", "StaticNITI", "PRIOT", "PRIOTS") for b in (1, 2)]
+    assert cases == [(m, b) for m in ("NITI", "StaticNITI", "PRIOT", "PRIOTS", "TinTin", "FQT", "PartialFQT")
+                     for b in (1, 2)]
 
 
 # ----------------------------------------------------------- the Pico's build --

@@ -36,6 +36,10 @@ METHODS = (
     ("StaticNITI", lambda m, b: pt.StaticNITI(m, batch=b)),
     ("PRIOT", lambda m, b: pt.PRIOT(m, batch=b)),
     ("PRIOTS", lambda m, b: pt.PRIOTS(m, p=0.5, batch=b, mask_backward=True)),
+    # issue 5
+    ("TinTin", lambda m, b: pt.TinTin(m, m=3, n=4, batch=b)),
+    ("FQT", lambda m, b: pt.FQT(m, lr=4, batch=b)),
+    ("PartialFQT", lambda m, b: pt.PartialFQT(m, budget=0.5, lr=4, batch=b)),
 )
 for name, make in METHODS:
     for batch in (1, 2):

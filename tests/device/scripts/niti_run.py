@@ -1,4 +1,5 @@
-# A fixed-seed training run (NITI, StaticNITI, PRIOT, PRIOTS, PRIOTS-w) that prints a digest of the final model.
+# A fixed-seed training run (NITI, StaticNITI, PRIOT, PRIOTS, PRIOTS-w, TinTin, TinTin-b, FQT,
+# PartialFQT, PartialFQT-b) that prints a digest of the final model.
 # Runs unchanged on CPython (the mirror) and under the MicroPython unix port;
 # tests compare the outputs. argv: method backend steps
 import sys
@@ -27,7 +28,7 @@ for i in range(20):
         for dx in range(3):
             x[(label + dy) * 8 + label + dx] = 100 + r.below(27)
     data.append((x, label))
-if method != "NITI":
+if method not in ("NITI", "TinTin", "TinTin-b", "FQT", "PartialFQT", "PartialFQT-b"):
     pt.calibrate(m, data)
 if method == "StaticNITI":
     t = pt.StaticNITI(m, mu=3)
@@ -37,6 +38,17 @@ elif method == "PRIOTS":
     t = pt.PRIOTS(m, p=0.6, select="random", rate=3, seed=5, batch=2)
 elif method == "PRIOTS-w":
     t = pt.PRIOTS(m, p=0.3, select="weight", score_bits=16, rate=5, seed=5, mask_backward=True)
+# issue 5: Tin-Tin and (partial-update) FQT
+elif method == "TinTin":
+    t = pt.TinTin(m, m=3, n=4)
+elif method == "TinTin-b":
+    t = pt.TinTin(m, m=5, n=2, batch=2)
+elif method == "FQT":
+    t = pt.FQT(m, lr=4)
+elif method == "PartialFQT":
+    t = pt.PartialFQT(m, budget=0.3, lr=4)
+elif method == "PartialFQT-b":
+    t = pt.PartialFQT(m, budget=0.5, lr=3, batch=3)
 else:
     t = pt.NITI(m, mu=3)
 losses = 0
@@ -49,5 +61,7 @@ for l in m.param_layers():
     crc = binascii.crc32(bytes(l.weight.data), crc)
     if l.scores is not None:
         crc = binascii.crc32(bytes(l.scores), crc)
-print("losses", losses, "acc", pt.evaluate(m, data), "crc", crc & 0xFFFFFFFF)
+print("losses", losses, "acc", t.evaluate(data), "crc", crc & 0xFFFFFFFF)
+if method.startswith("TinTin"):
+    print("exps", [(l.weight.exp, l.weight.u, l.weight.d, l.w_rescales) for l in m.param_layers()])
 print("w", bytes(m.layers[6].weight.data).hex())
