@@ -1,4 +1,4 @@
-"""The main job on a board: deploy picotrain, adapt a model there with PRIOT, bring it back.
+"""picotrain's main job (`./run demo`): deploy picotrain, adapt a model ON THE BOARD with PRIOT, bring it back.
 
 With a Pico on USB (MicroPython >= 1.24) it runs there; with none, on the virtual board
 (the MicroPython unix port on a folder, host_tools/board/virtual.py), through the same
@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, os.path.join(HERE, "..", "device"))
 
 import picotrain as pt  # noqa: E402
+from picotrain.data import Dataset  # noqa: E402
 from host_tools import datasets  # noqa: E402
 from host_tools.board import connect  # noqa: E402
 from host_tools.deploy import deploy  # noqa: E402
@@ -66,7 +67,8 @@ def run(board, model, train, test, method="PRIOT", epochs=10, stream=False, mirr
     options = dict(OPTIONS.get(method, {}))
     if method.startswith("PRIOT"):
         options["seed"] = seed
-    before = pt.evaluate(pt.load(model), datasets.to_samples(*_read(test)))
+    with Dataset(test) as ds:
+        before = pt.evaluate(pt.load(model), ds)
     log("accuracy before training (host mirror): %.1f%%" % (100 * before))
     deploy(board, model=model, datasets=[] if stream else [train, test], log=log)
     r = remote_train(board, model, train, method, options, epochs=epochs, test=test, stream=stream,
@@ -79,17 +81,6 @@ def run(board, model, train, test, method="PRIOT", epochs=10, stream=False, mirr
     log("accuracy %.1f%% -> %.1f%% on rotated digits, trained on the board (%s, %d bytes of training "
         "buffers)%s" % (100 * before, 100 * after, method, r["nbytes"], extra))
     return r
-
-
-def _read(path):
-    """A .pt8d file as (uint8 images, labels) arrays, as datasets.load_split returns them."""
-    import numpy as np
-    from picotrain.data import HEADER_SIZE, Dataset
-    with Dataset(path) as ds:
-        n, rs, shape = len(ds), ds.header.record_size, ds.shape
-    raw = open(path, "rb").read()[HEADER_SIZE:]
-    recs = np.frombuffer(raw, np.uint8).reshape(n, rs)
-    return recs[:, 3:].reshape((n,) + tuple(shape)), recs[:, 0].astype(np.int64)
 
 
 def main(argv=None):
