@@ -70,13 +70,15 @@ class Buf:
     """A buffer argument: placed in SRAM, the kernel receives its address.
 
     Buf(data) copies any bytes-like object (bytes, bytearray, array.array, numpy array);
-    Buf(size=n) is n zero bytes, e.g. for an output. `align` is the address alignment."""
+    Buf(size=n) is n zero bytes, e.g. for an output. `align` is the address alignment,
+    `offset` bytes past it (offset=1: an odd address, for code that must cope with one)."""
 
-    def __init__(self, data=None, *, size=None, align=4):
+    def __init__(self, data=None, *, size=None, align=4, offset=0):
         if (data is None) == (size is None):
             raise TypeError("give Buf either data or size")
         self.data = bytes(size) if data is None else bytes(memoryview(data).cast("B"))
         self.align = align
+        self.offset = offset  # bytes past the aligned address (e.g. 1: an odd address)
 
 
 @dataclass
@@ -309,7 +311,7 @@ def run_image(image, entry, args=(), *, reps=1, trace=False,
     at = free_lo + GUARD
     for a in args:
         if isinstance(a, Buf):
-            at = -(-at // a.align) * a.align
+            at = -(-at // a.align) * a.align + a.offset
             chip.sram[at:at + len(a.data)] = a.data
             placed.append((at, len(a.data)))
             words.append(SRAM_BASE + at)

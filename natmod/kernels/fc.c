@@ -1,56 +1,369 @@
 /* fc.c - the linear layer: forward, error to the input, weight gradient, and
- * the edge-popup masked forward / backward. */
+ * the edge-popup masked forward / backward.
+ *
+ * Sparse operands: a linear layer's input is a ReLU output (about half 0) and
+ * its output error is mostly 0. The forward pass lists the nonzero inputs
+ * (a chunk of NZ_FC at a time, on the stack) and walks four weight rows per
+ * pass over the list; the error to the input adds only the rows with a
+ * nonzero error, two at a time; the outer product writes zero rows as words.
+ * Every product skipped is zero, so the sums are the same. */
 #include "picotrain_kernels.h"
 
-void pt_fc_s8_s32(const int8_t *x, const int8_t *w, int32_t *out, int32_t n_in, int32_t n_out) {
-    for (; n_out > 0; n_out--) {
-        const int8_t *xp = x;
-        int32_t acc = 0;
-        int32_t i;
-        for (i = n_in; i > 0; i--) {
-            acc += (int32_t)*w++ * *xp++;
+#define NZ_FC 96   /* listed nonzero inputs per chunk: 384 bytes of stack */
+
+int32_t pt_list_nonzero_s8(const int8_t *x, int32_t n, int32_t *from, int32_t *ent, int32_t cap) {
+    int32_t i = *from, m = 0;
+    while (i < n && m < cap) {
+        int32_t v;
+        if (i + 4 <= n && PT_ALIGNED4(x + i) && *(const pt_u32a *)(x + i) == 0) {
+            i += 4;
+            continue;
         }
-        *out++ = acc;
+        v = x[i];
+        if (v != 0) {
+            ent[m++] = (int32_t)(((uint32_t)i << 8) | (uint8_t)v);
+        }
+        i++;
+    }
+    *from = i;
+    return m;
+}
+
+#define list_nonzero(x, n, from, ent) pt_list_nonzero_s8(x, n, from, ent, NZ_FC)
+
+#define ENT_V(e) ((int32_t)(int8_t)(uint8_t)(e))
+#define ENT_I(e) ((int32_t)((uint32_t)(e) >> 8))
+
+/* acc[r] += sum over the entries of w_r[i] * v, four rows w_r = w + r * n_in. */
+#if PT_ASM_M0
+static PT_NOINLINE void dot4_list(const int32_t *lp, const int32_t *end, const int8_t *w, int32_t n_in,
+                                  int32_t *acc) {
+    register int32_t a0 __asm__("r8") = acc[0];
+    register int32_t a1 __asm__("r9") = acc[1];
+    register int32_t a2 __asm__("r10") = acc[2];
+    register int32_t a3 __asm__("r11") = acc[3];
+    register const int32_t *e_ __asm__("r12") = end;
+    const int8_t *w0 = w, *w1 = w + n_in, *w2 = w1 + n_in, *w3 = w2 + n_in;
+    int32_t p, v, t;
+    /* per entry 23 cycles for 4 MACs: ldm 2, decode 2, 4 x (ldrsb 2, muls, add), loop 3 */
+    __asm__ volatile(
+        ".syntax unified\n\t"
+        "cmp %[lp], %[end]\n\t"
+        "beq 2f\n"
+        "1:\n\t"
+        "ldmia %[lp]!, {%[p]}\n\t"
+        "sxtb %[v], %[p]\n\t"
+        "asrs %[p], %[p], #8\n\t"
+        "ldrsb %[t], [%[w0], %[p]]\n\t"
+        "muls %[t], %[v]\n\t"
+        "add %[a0], %[t]\n\t"
+        "ldrsb %[t], [%[w1], %[p]]\n\t"
+        "muls %[t], %[v]\n\t"
+        "add %[a1], %[t]\n\t"
+        "ldrsb %[t], [%[w2], %[p]]\n\t"
+        "muls %[t], %[v]\n\t"
+        "add %[a2], %[t]\n\t"
+        "ldrsb %[t], [%[w3], %[p]]\n\t"
+        "muls %[t], %[v]\n\t"
+        "add %[a3], %[t]\n\t"
+        "cmp %[lp], %[end]\n\t"
+        "bne 1b\n"
+        "2:\n"
+        : [lp] "+l"(lp), [p] "=&l"(p), [v] "=&l"(v), [t] "=&l"(t),
+          [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3)
+        : [end] "r"(e_), [w0] "l"(w0), [w1] "l"(w1), [w2] "l"(w2), [w3] "l"(w3)
+        : "cc", "memory");
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+#else
+static void dot4_list(const int32_t *lp, const int32_t *end, const int8_t *w, int32_t n_in, int32_t *acc) {
+    const int8_t *w1 = w + n_in, *w2 = w1 + n_in, *w3 = w2 + n_in;
+    for (; lp < end; lp++) {
+        const int32_t i = ENT_I(*lp), v = ENT_V(*lp);
+        acc[0] += w[i] * v;
+        acc[1] += w1[i] * v;
+        acc[2] += w2[i] * v;
+        acc[3] += w3[i] * v;
+    }
+}
+#endif
+
+/* acc += sum over the entries of w[i] * v, one row. */
+static void dot1_list(const int32_t *lp, const int32_t *end, const int8_t *w, int32_t *acc) {
+    int32_t a = *acc;
+    for (; lp < end; lp++) {
+        a += w[ENT_I(*lp)] * ENT_V(*lp);
+    }
+    *acc = a;
+}
+
+void pt_fc_s8_s32(const int8_t *x, const int8_t *w, int32_t *out, int32_t n_in, int32_t n_out) {
+    int32_t ent[NZ_FC], from = 0, first = 1, o;
+    while (first || from < n_in) {
+        const int32_t m = list_nonzero(x, n_in, &from, ent);
+        const int8_t *wr = w;
+        if (first) {
+            for (o = 0; o < n_out; o++) {
+                out[o] = 0;
+            }
+            first = 0;
+        }
+        for (o = 0; o + 4 <= n_out; o += 4, wr += 4 * n_in) {
+            dot4_list(ent, ent + m, wr, n_in, out + o);
+        }
+        for (; o < n_out; o++, wr += n_in) {
+            dot1_list(ent, ent + m, wr, out + o);
+        }
     }
 }
 
 void pt_fc_t_s8_s32(const int8_t *e, const int8_t *w, int32_t *out, int32_t n_in, int32_t n_out) {
-    int32_t i;
+    const int8_t *wa = NULL;
+    int32_t ea = 0, i, o;
     for (i = 0; i < n_in; i++) {
         out[i] = 0;
     }
-    for (; n_out > 0; n_out--) {
-        int32_t eo = *e++;
-        int32_t *op = out;
+    /* rows with a nonzero error, added two at a time */
+    for (o = 0; o < n_out; o++, w += n_in) {
+        const int32_t eo = e[o];
         if (eo == 0) {
-            w += n_in;
             continue;
         }
-        for (i = n_in; i > 0; i--) {
-            *op++ += (int32_t)*w++ * eo;
+        if (wa == NULL) {
+            wa = w;
+            ea = eo;
+            continue;
+        }
+        for (i = 0; i < n_in; i++) {
+            out[i] += wa[i] * ea + w[i] * eo;
+        }
+        wa = NULL;
+    }
+    if (wa != NULL) {
+        for (i = 0; i < n_in; i++) {
+            out[i] += wa[i] * ea;
         }
     }
 }
 
 void pt_outer_s8_s32(const int8_t *e, const int8_t *x, int32_t *out, int32_t n_out, int32_t n_in) {
     for (; n_out > 0; n_out--) {
-        int32_t eo = *e++;
-        const int8_t *xp = x;
-        int32_t i;
-        for (i = n_in; i > 0; i--) {
-            *out++ = eo * *xp++;
+        const int32_t eo = *e++;
+        int32_t i = 0;
+        if (eo == 0) {
+            for (; i + 4 <= n_in; i += 4, out += 4) {
+                out[0] = 0;
+                out[1] = 0;
+                out[2] = 0;
+                out[3] = 0;
+            }
+            for (; i < n_in; i++) {
+                *out++ = 0;
+            }
+            continue;
+        }
+        for (; i + 4 <= n_in; i += 4, out += 4) {
+            out[0] = eo * x[i];
+            out[1] = eo * x[i + 1];
+            out[2] = eo * x[i + 2];
+            out[3] = eo * x[i + 3];
+        }
+        for (; i < n_in; i++) {
+            *out++ = eo * x[i];
         }
     }
 }
 
-/* Masked variants: the mask test runs once per weight, in edge order; si
- * counts the scored edges seen so far (the index into compact scores). */
+/* Masked variants: an edge is kept when it has no score or its score >= thr;
+ * si counts the scored edges seen so far (the index into compact scores). */
+
+#if PT_ASM_M0
+/* acc[r] += sum over the entries of [s_r[i] >= thr] w_r[i] * v, two rows of
+ * int8 weights and dense int8 scores: per entry 23 cycles for 2 edges. */
+static PT_NOINLINE void dot2_list_masked(const int32_t *lp, const int32_t *end, const int8_t *w,
+                                         const int8_t *s, int32_t n_in, int32_t thr, int32_t *acc) {
+    register int32_t a0 __asm__("r8") = acc[0];
+    register int32_t a1 __asm__("r9") = acc[1];
+    register int32_t th __asm__("r10") = thr;
+    register const int32_t *e_ __asm__("r11") = end;
+    const int8_t *w1 = w + n_in, *s1 = s + n_in;
+    int32_t p, v, t;
+    __asm__ volatile(
+        ".syntax unified\n\t"
+        "cmp %[lp], %[end]\n\t"
+        "beq 9f\n"
+        "1:\n\t"
+        "ldmia %[lp]!, {%[p]}\n\t"
+        "sxtb %[v], %[p]\n\t"
+        "asrs %[p], %[p], #8\n\t"
+        "ldrsb %[t], [%[s0], %[p]]\n\t"
+        "cmp %[t], %[th]\n\t"
+        "blt 2f\n\t"
+        "ldrsb %[t], [%[w0], %[p]]\n\t"
+        "muls %[t], %[v]\n\t"
+        "add %[a0], %[t]\n"
+        "2:\n\t"
+        "ldrsb %[t], [%[s1], %[p]]\n\t"
+        "cmp %[t], %[th]\n\t"
+        "blt 3f\n\t"
+        "ldrsb %[t], [%[w1], %[p]]\n\t"
+        "muls %[t], %[v]\n\t"
+        "add %[a1], %[t]\n"
+        "3:\n\t"
+        "cmp %[lp], %[end]\n\t"
+        "bne 1b\n"
+        "9:\n"
+        : [lp] "+l"(lp), [p] "=&l"(p), [v] "=&l"(v), [t] "=&l"(t), [a0] "+r"(a0), [a1] "+r"(a1)
+        : [end] "r"(e_), [th] "r"(th), [w0] "l"(w), [w1] "l"(w1), [s0] "l"(s), [s1] "l"(s1)
+        : "cc", "memory");
+    acc[0] = a0;
+    acc[1] = a1;
+}
+#else
+static void dot2_list_masked(const int32_t *lp, const int32_t *end, const int8_t *w, const int8_t *s,
+                             int32_t n_in, int32_t thr, int32_t *acc) {
+    const int8_t *w1 = w + n_in, *s1 = s + n_in;
+    for (; lp < end; lp++) {
+        const int32_t i = ENT_I(*lp), v = ENT_V(*lp);
+        if (s[i] >= thr) {
+            acc[0] += w[i] * v;
+        }
+        if (s1[i] >= thr) {
+            acc[1] += w1[i] * v;
+        }
+    }
+}
+#endif
+
+static void dot1_list_masked(const int32_t *lp, const int32_t *end, const int8_t *w, const int8_t *s,
+                             int32_t thr, int32_t *acc) {
+    int32_t a = *acc;
+    for (; lp < end; lp++) {
+        const int32_t i = ENT_I(*lp);
+        if (s[i] >= thr) {
+            a += w[i] * ENT_V(*lp);
+        }
+    }
+    *acc = a;
+}
+
+/* Word q of a bitmap of n bits (bits past n cleared); any alignment. */
+PT_INLINE uint32_t bits_word(const uint8_t *bits, uint32_t q, uint32_t n) {
+    const uint8_t *b = bits + 4u * q;
+    const uint32_t left = n - 32u * q;   /* > 0 */
+    uint32_t v = b[0];
+    if (left > 8u) {
+        v |= (uint32_t)b[1] << 8;
+    }
+    if (left > 16u) {
+        v |= (uint32_t)b[2] << 16;
+    }
+    if (left > 24u) {
+        v |= (uint32_t)b[3] << 24;
+    }
+    return left >= 32u ? v : v & ((1u << left) - 1u);
+}
+
+PT_INLINE uint32_t popcount32(uint32_t b) {
+    b = b - ((b >> 1) & 0x55555555u);
+    b = (b & 0x33333333u) + ((b >> 2) & 0x33333333u);
+    b = (b + (b >> 4)) & 0x0F0F0F0Fu;
+    return (b + (b >> 8) + (b >> 16) + (b >> 24)) & 0x3Fu;
+}
+
+/* Index of the lowest set bit of v != 0 (de Bruijn: no count-zeros on the M0+). */
+PT_INLINE uint32_t lowest_bit(uint32_t v) {
+    static const uint8_t pos[32] = {0, 1, 28, 2, 29, 14, 24, 3, 30, 22, 20, 15, 25, 17, 4, 8,
+                                    31, 27, 13, 23, 21, 19, 16, 7, 26, 12, 18, 6, 11, 5, 10, 9};
+    return pos[((v & (0u - v)) * 0x077CB531u) >> 27];
+}
+
+/* Dense int8 scores (PRIOT): the nonzero inputs, two rows per pass. */
+static PT_NOINLINE void fc_mask_dense_s8(const int8_t *x, const int8_t *w, const int8_t *s, int32_t thr,
+                                         int32_t *out, int32_t n_in, int32_t n_out) {
+    int32_t ent[NZ_FC], from = 0, first = 1, o;
+    while (first || from < n_in) {
+        const int32_t m = list_nonzero(x, n_in, &from, ent);
+        if (first) {
+            for (o = 0; o < n_out; o++) {
+                out[o] = 0;
+            }
+            first = 0;
+        }
+        for (o = 0; o + 2 <= n_out; o += 2) {
+            dot2_list_masked(ent, ent + m, w + o * n_in, s + o * n_in, n_in, thr, out + o);
+        }
+        if (o < n_out) {
+            dot1_list_masked(ent, ent + m, w + o * n_in, s + o * n_in, thr, out + o);
+        }
+    }
+}
 
 void pt_fc_mask_s8_s32(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
                        int32_t *out, int32_t n_in, int32_t n_out) {
     uint32_t j = 0, si = 0;
     if (sc == NULL || sc->data == NULL) {
         pt_fc_s8_s32(x, w, out, n_in, n_out);
+        return;
+    }
+    if (sc->subset == NULL && !sc->s16) {
+        fc_mask_dense_s8(x, w, (const int8_t *)sc->data, thr, out, n_in, n_out);
+        return;
+    }
+    if (sc->subset != NULL) {
+        /* PRIOT-S, compact scores: the unmasked pass minus the pruned edges' products.
+         * Pruned edges are few: the compact scores are scanned (eight int8 at a time),
+         * and the pruned score number si is mapped to its edge through the bitmap, a
+         * word (popcount) at a time. The sums are exact: subtracting is never adding. */
+        const uint32_t n = (uint32_t)n_in * (uint32_t)n_out;
+        const uint32_t m = n ? (uint32_t)pt_popcount_bits(sc->subset, (int32_t)n) : 0u;
+        const int fast = !sc->s16 && thr <= 0 && thr >= -127;
+        const int8_t *s8 = (const int8_t *)sc->data;
+        uint32_t q = 0, before = 0, wq = 0;   /* bitmap word q, set bits in words < q, word q */
+        uint32_t row = 0, row_end = (uint32_t)n_in;   /* the row of the last pruned edge */
+        pt_fc_s8_s32(x, w, out, n_in, n_out);
+        if (m) {
+            wq = bits_word(sc->subset, 0, n);
+        }
+        while (si < m) {
+            uint32_t r, v;
+            if (fast && PT_ALIGNED4(s8 + si) && si + 8u <= m) {
+                const int8_t *g = pt_find_below_s8(s8 + si, s8 + si + ((m - si) & ~7u),
+                                                   (uint32_t)(thr + 128) * 0x01010101u);
+                si = (uint32_t)(g - s8);
+                if (si + 8u <= m) {
+                    uint32_t stop = si + 8u;
+                    while (si < stop && s8[si] >= thr) {
+                        si++;
+                    }
+                } else if (si >= m) {
+                    break;
+                }
+            }
+            if (pt_score_get(sc, si) >= thr) {
+                si++;
+                continue;
+            }
+            /* score si is pruned: its edge is the (si - before)-th set bit from word q on */
+            while (before + popcount32(wq) <= si) {
+                before += popcount32(wq);
+                q++;
+                wq = bits_word(sc->subset, q, n);
+            }
+            for (v = wq, r = si - before; r; r--) {
+                v &= v - 1u;
+            }
+            j = 32u * q + lowest_bit(v);
+            while (j >= row_end) {   /* edges come in order: walk the rows forward */
+                row_end += (uint32_t)n_in;
+                row++;
+            }
+            out[row] -= w[j] * x[j - (row_end - (uint32_t)n_in)];
+            si++;
+        }
         return;
     }
     for (; n_out > 0; n_out--) {
@@ -81,6 +394,17 @@ void pt_fc_t_mask_s8_s32(const int8_t *e, const int8_t *w, const pt_scores_t *sc
     for (; n_out > 0; n_out--) {
         int32_t eo = *e++;
         int32_t *op = out;
+        if (eo == 0) {
+            /* nothing to add: just move past the row's edges and scores */
+            if (sc->subset == NULL) {
+                si += (uint32_t)n_in;
+            } else {
+                si += pt_popcount_range(sc->subset, j, (uint32_t)n_in);
+            }
+            j += (uint32_t)n_in;
+            w += n_in;
+            continue;
+        }
         for (i = n_in; i > 0; i--, j++, w++, op++) {
             if (pt_edge_scored(sc->subset, j) && pt_score_get(sc, si++) < thr) {
                 continue;

@@ -7,7 +7,13 @@ uint32_t pt_udiv_u32(uint32_t a, uint32_t b) {
     if (b > 0x80000000u) {
         return a >= b ? 1u : 0u;   /* r << 1 below would lose a bit */
     }
-    for (i = 31; i >= 0; i--) {
+    if ((b & (b - 1u)) == 0) {
+        return a >> (pt_bitlen_u32(b) - 1);   /* a power of two (1, 2: strides, pools) */
+    }
+    if (a < b) {
+        return 0;
+    }
+    for (i = pt_bitlen_u32(a) - 1; i >= 0; i--) {   /* from a's top bit: the rest are 0 */
         r = (r << 1) | ((a >> i) & 1u);
         if (r >= b) {
             r -= b;
@@ -30,30 +36,104 @@ int32_t pt_bitlen_u32(uint32_t x) {
     return n;
 }
 
+/* bitlen(max |v|) = bitlen(|v0| | |v1| | ...): the OR has the same top bit. */
 int32_t pt_bitlen_s32(const int32_t *acc, int32_t n) {
     uint32_t m = 0;
-    for (; n > 0; n--) {
-        uint32_t v = pt_abs_u32(*acc++);
-        if (v > m) {
-            m = v;
+    for (; n >= 4; n -= 4, acc += 4) {
+        int32_t a = acc[0], b = acc[1], c = acc[2], d = acc[3];
+        if ((a | b | c | d) == 0) {
+            continue;   /* int32 gradients are mostly 0 */
         }
+        m |= pt_abs_u32(a) | pt_abs_u32(b) | pt_abs_u32(c) | pt_abs_u32(d);
+    }
+    for (; n > 0; n--) {
+        m |= pt_abs_u32(*acc++);
     }
     return pt_bitlen_u32(m);
 }
 
+/* One requantised value: magnitude, add half, shift, saturate, sign back. */
+#define RQ(a, q, half, shift, sat)                  \
+    do {                                            \
+        uint32_t sg_ = (uint32_t)((a) >> 31);       \
+        q = ((((uint32_t)(a) ^ sg_) - sg_) + half) >> shift; \
+        if (q > PT_Q_MAX) {                         \
+            q = PT_Q_MAX;                           \
+            sat++;                                  \
+        }                                           \
+        q = (q ^ sg_) - sg_;                        \
+    } while (0)
+
 int32_t pt_requant_s32_s8(const int32_t *acc, int8_t *out, int32_t n, int32_t shift) {
     int32_t sat = 0;
     if (shift >= 1 && shift <= 31) {
-        /* the hot path: magnitude, add half, shift, saturate, sign back */
-        uint32_t half = 1u << (shift - 1);
+        /* the hot path: |a| as uint32 (exact for INT32_MIN), add half, shift */
+        const uint32_t half = 1u << (shift - 1);
+        uint32_t q0;
+        while (n > 0 && !PT_ALIGNED4(out)) {
+            RQ(*acc, q0, half, shift, sat);
+            *out++ = (int8_t)q0;
+            acc++;
+            n--;
+        }
+#if PT_ASM_M0
+        if (n >= 4) {
+            /* four values per iteration, 12 cycles each: ldm, |a| (3), + half, >> shift,
+             * a rarely taken branch to saturate, sign back (2), strb */
+            register const int32_t *end __asm__("r8") = acc + (n & ~3);
+            register uint32_t hf __asm__("r9") = half;
+            register int32_t nsat __asm__("r10") = 0;
+            register int32_t one __asm__("r11") = 1;
+            /* an LDM fills its registers in number order: ascending, fixed */
+            register int32_t a0 __asm__("r4");
+            register int32_t a1 __asm__("r5");
+            register int32_t a2 __asm__("r6");
+            register int32_t a3 __asm__("r7");
+            int32_t sg;
+#define RQ_ASM(a, off)                                                     \
+            "asrs %[sg], %[" #a "], #31\n\t"                              \
+            "eors %[" #a "], %[sg]\n\t"                                   \
+            "subs %[" #a "], %[" #a "], %[sg]\n\t"                        \
+            "add %[" #a "], %[hf]\n\t"                                    \
+            "lsrs %[" #a "], %[sh]\n\t"                                   \
+            "cmp %[" #a "], #127\n\t"                                     \
+            "bls 8" #off "f\n\t"                                          \
+            "movs %[" #a "], #127\n\t"                                    \
+            "add %[ns], %[one]\n"                                          \
+            "8" #off ":\n\t"                                              \
+            "eors %[" #a "], %[sg]\n\t"                                   \
+            "subs %[" #a "], %[" #a "], %[sg]\n\t"                        \
+            "strb %[" #a "], [%[out], #" #off "]\n\t"
+            __asm__ volatile(
+                ".syntax unified\n"
+                "1:\n\t"
+                "ldmia %[acc]!, {%[a0], %[a1], %[a2], %[a3]}\n\t"
+                RQ_ASM(a0, 0) RQ_ASM(a1, 1) RQ_ASM(a2, 2) RQ_ASM(a3, 3)
+                "adds %[out], #4\n\t"
+                "cmp %[acc], %[end]\n\t"
+                "bne 1b\n"
+                : [acc] "+l"(acc), [out] "+l"(out), [a0] "=&l"(a0), [a1] "=&l"(a1), [a2] "=&l"(a2),
+                  [a3] "=&l"(a3), [sg] "=&l"(sg), [ns] "+r"(nsat)
+                : [end] "r"(end), [hf] "r"(hf), [sh] "l"(shift), [one] "r"(one)
+                : "cc", "memory");
+#undef RQ_ASM
+            sat += nsat;
+            n &= 3;
+        }
+#else
+        for (; n >= 4; n -= 4, acc += 4, out += 4) {
+            uint32_t q1, q2, q3;
+            RQ(acc[0], q0, half, shift, sat);
+            RQ(acc[1], q1, half, shift, sat);
+            RQ(acc[2], q2, half, shift, sat);
+            RQ(acc[3], q3, half, shift, sat);
+            *(pt_u32a *)out = (q0 & 0xFFu) | ((q1 & 0xFFu) << 8) | ((q2 & 0xFFu) << 16) | (q3 << 24);
+        }
+#endif
         for (; n > 0; n--) {
-            int32_t a = *acc++;
-            uint32_t q = (pt_abs_u32(a) + half) >> shift;
-            if (q > PT_Q_MAX) {
-                q = PT_Q_MAX;
-                sat++;
-            }
-            *out++ = (int8_t)(a < 0 ? -(int32_t)q : (int32_t)q);
+            RQ(*acc, q0, half, shift, sat);
+            *out++ = (int8_t)q0;
+            acc++;
         }
         return sat;
     }

@@ -1,13 +1,19 @@
 /* score.c - PRIOT score steps: s = sat(s - round(g * w / 2^shift)) for every
- * scored edge, from a gradient buffer or fused with the gradient's computation. */
+ * scored edge, from a gradient buffer or fused with the gradient's computation.
+ * (The convolution's fused step lives in conv2d.c, next to its gradient.)
+ *
+ * Speed: a step with g == 0 leaves an in-range score as it is, and g = e[o] *
+ * x[i] is 0 for most edges of a linear layer (errors after ReLU / max-pool and
+ * ReLU activations are mostly 0). So fc_score_s8 does the full step only
+ * where e[o] != 0 and x[i] != 0; elsewhere it only checks that the scores are
+ * in [-smax, smax] (a word at a time for int8 scores with smax = 127), which
+ * is all the step could change there. */
 #include "picotrain_kernels.h"
-
-#define FAST_G (1 << 24)   /* |g| < 2^24 and |w| <= 128: g * w fits int32 */
 
 /* round(g * w / 2^shift) for |g| >= 2^24, exactly, clamped to +-PT_SCORE_CLAMP
  * (any larger step saturates the score anyway), in 32-bit arithmetic only:
  * |g| * |w| < 2^39 is held as A * 2^16 + B with B < 2^16. */
-static int32_t round_gw_exact(int32_t g, int32_t w, int32_t shift) {
+int32_t pt_round_gw_exact(int32_t g, int32_t w, int32_t shift) {
     uint32_t m = pt_abs_u32(g), a = pt_abs_u32(w), A, B, r;
     if (a == 0) {
         return 0;
@@ -35,69 +41,375 @@ static int32_t round_gw_exact(int32_t g, int32_t w, int32_t shift) {
     return ((g < 0) != (w < 0)) ? -(int32_t)r : (int32_t)r;
 }
 
-static inline int32_t score_step(const pt_scores_t *sc, uint32_t si, int32_t g, int32_t w,
-                                 int32_t shift, int32_t smax) {
-    int32_t r, v, sat = 0;
-    if (g > -FAST_G && g < FAST_G) {
-        r = pt_rshift_round_s32(g * w, shift);
-        if (r > PT_SCORE_CLAMP) {
-            r = PT_SCORE_CLAMP;
-        } else if (r < -PT_SCORE_CLAMP) {
-            r = -PT_SCORE_CLAMP;
+int32_t pt_score_step(const pt_scores_t *sc, uint32_t si, int32_t g, int32_t w, int32_t shift, int32_t smax) {
+    return pt_score_apply(sc, si, g, w, shift, smax);
+}
+
+/* Number of set bits of bits[j0 .. j0 + n). */
+uint32_t pt_popcount_range(const uint8_t *bits, uint32_t j0, uint32_t n) {
+    uint32_t c = 0, j = j0, end = j0 + n;
+    while (j < end && (j & 7u)) {
+        c += (bits[j >> 3] >> (j & 7u)) & 1u;
+        j++;
+    }
+    for (; j + 8u <= end; j += 8u) {
+        uint32_t b = bits[j >> 3];
+        b = b - ((b >> 1) & 0x55u);
+        b = (b & 0x33u) + ((b >> 2) & 0x33u);
+        c += (b + (b >> 4)) & 0x0Fu;
+    }
+    for (; j < end; j++) {
+        c += (bits[j >> 3] >> (j & 7u)) & 1u;
+    }
+    return c;
+}
+
+const int8_t *pt_find_below_s8(const int8_t *p, const int8_t *end, uint32_t below) {
+    const uint32_t hi = 0x80808080u;
+#if PT_ASM_M0
+    /* two words per iteration: 15 cycles for 8 bytes */
+    register const int8_t *end_ __asm__("r8") = end;
+    uint32_t a, b, t, u;
+    if (p == end) {
+        return end;
+    }
+    __asm__ volatile(
+        ".syntax unified\n\t"
+        "1:\n\t"
+        "ldmia %[p]!, {%[a], %[b]}\n\t"
+        "eors %[a], %[hi]\n\t"
+        "eors %[b], %[hi]\n\t"
+        "subs %[t], %[a], %[lo]\n\t"
+        "bics %[t], %[a]\n\t"
+        "subs %[u], %[b], %[lo]\n\t"
+        "bics %[u], %[b]\n\t"
+        "orrs %[t], %[u]\n\t"
+        "tst %[t], %[hi]\n\t"
+        "bne 2f\n\t"
+        "cmp %[p], %[end]\n\t"
+        "bne 1b\n\t"
+        "b 3f\n"
+        "2:\n\t"
+        "subs %[p], #8\n"
+        "3:\n"
+        : [p] "+l"(p), [a] "=&l"(a), [b] "=&l"(b), [t] "=&l"(t), [u] "=&l"(u)
+        : [end] "r"(end_), [hi] "l"(hi), [lo] "l"(below)
+        : "cc", "memory");
+    return p;
+#else
+    for (; p < end; p += 8) {
+        uint32_t a = ((const pt_u32a *)p)[0] ^ hi, b = ((const pt_u32a *)p)[1] ^ hi;
+        if (((a - below) & ~a & hi) | ((b - below) & ~b & hi)) {
+            return p;
+        }
+    }
+    return end;
+#endif
+}
+
+/* 1 when every int8 score of s[0:n] is in [-smax, smax]; for smax = 127 only
+ * -128 is outside: eight at a time, looking for a byte below -127. */
+static int scores_in_range_s8(const int8_t *s, int32_t n, int32_t smax) {
+    const int8_t *end = s + n;
+    if (smax == PT_Q_MAX) {
+        while (s < end && !PT_ALIGNED4(s)) {
+            if (*s++ == -128) {
+                return 0;
+            }
+        }
+        if (pt_find_below_s8(s, s + ((end - s) & ~7), 0x01010101u) != s + ((end - s) & ~7)) {
+            return 0;
+        }
+        s += (end - s) & ~7;
+    }
+    for (; s < end; s++) {
+        if (*s > smax || *s < -smax) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The step with g = 0 for scores[si .. si + n): clamp any score outside
+ * [-smax, smax]; returns how many were clamped. */
+int32_t pt_scores_clamp(const pt_scores_t *sc, uint32_t si, uint32_t n, int32_t smax) {
+    int32_t sat = 0;
+    if (!sc->s16) {
+        int8_t *s = (int8_t *)sc->data + si, *end = s + n;
+        if (scores_in_range_s8(s, (int32_t)n, smax)) {
+            return 0;
+        }
+        for (; s < end; s++) {
+            int32_t v = *s;
+            if (v > smax) {
+                *s = (int8_t)smax;
+                sat++;
+            } else if (v < -smax) {
+                *s = (int8_t)-smax;
+                sat++;
+            }
         }
     } else {
-        r = round_gw_exact(g, w, shift);
-    }
-    v = pt_score_get(sc, si) - r;
-    if (v > smax) {
-        v = smax;
-        sat = 1;
-    } else if (v < -smax) {
-        v = -smax;
-        sat = 1;
-    }
-    if (sc->s16) {
-        ((int16_t *)sc->data)[si] = (int16_t)v;
-    } else {
-        ((int8_t *)sc->data)[si] = (int8_t)v;
+        int16_t *s = (int16_t *)sc->data + si, *end = s + n;
+        for (; s < end; s++) {
+            int32_t v = *s;
+            if (v > smax) {
+                *s = (int16_t)smax;
+                sat++;
+            } else if (v < -smax) {
+                *s = (int16_t)-smax;
+                sat++;
+            }
+        }
     }
     return sat;
 }
 
-int32_t pt_score_step(const pt_scores_t *sc, uint32_t si, int32_t g, int32_t w, int32_t shift, int32_t smax) {
-    return score_step(sc, si, g, w, shift, smax);
+#define NZ_SC 96        /* listed nonzero inputs per chunk: 384 bytes of stack */
+#define ROWS_FAST 256   /* rows tracked by the list path (a bitmap on the stack) */
+
+/* The score steps of one row over the listed nonzero inputs (entries (i << 8) |
+ * (uint8)x[i]): dense int8 scores s[0:n_in] all in [-smax, smax], weights w[0:n_in],
+ * 1 <= shift <= 31, |e * x * w| <= 2^21 (no clamp needed). */
+#if PT_ASM_M0
+static PT_NOINLINE int32_t score_list_s8(const int32_t *lp, const int32_t *end, const int8_t *w, int8_t *s,
+                                         int32_t eo, int32_t shift, int32_t smax) {
+    register const int32_t *e_ __asm__("r8") = end;
+    register int32_t eo_ __asm__("r9") = eo;
+    register int32_t half __asm__("r10") = 1 << (shift - 1);
+    register int32_t hi __asm__("r11") = smax;
+    register int32_t lo __asm__("r12") = -smax;
+    int32_t i, v, t, sg, sat = 0;
+    /* per edge 29 cycles: ldm 2, decode 2, ldrsb w 2, muls + beq (w = 0), muls by e,
+     * |p| 3, + half, >> shift, sign back 2, ldrsb s 2, s - r, two compares 4, strb 2, loop 3 */
+    __asm__ volatile(
+        ".syntax unified\n\t"
+        "cmp %[lp], %[end]\n\t"
+        "beq 9f\n"
+        "1:\n\t"
+        "ldmia %[lp]!, {%[i]}\n\t"
+        "sxtb %[v], %[i]\n\t"
+        "asrs %[i], %[i], #8\n\t"
+        "ldrsb %[t], [%[w], %[i]]\n\t"
+        "muls %[v], %[t]\n\t"             /* x * w; 0 when w = 0: no step */
+        "beq 2f\n\t"
+        "mov %[t], %[eo]\n\t"
+        "muls %[v], %[t]\n\t"             /* p = e * x * w */
+        "asrs %[sg], %[v], #31\n\t"
+        "eors %[v], %[sg]\n\t"
+        "subs %[v], %[v], %[sg]\n\t"      /* |p| */
+        "add %[v], %[half]\n\t"
+        "lsrs %[v], %[sh]\n\t"
+        "eors %[v], %[sg]\n\t"
+        "subs %[v], %[v], %[sg]\n\t"      /* r: rounded half away from zero */
+        "ldrsb %[t], [%[s], %[i]]\n\t"
+        "subs %[t], %[t], %[v]\n\t"       /* s - r */
+        "cmp %[t], %[hi]\n\t"
+        "bgt 3f\n\t"
+        "cmp %[t], %[lo]\n\t"
+        "blt 4f\n"
+        "5:\n\t"
+        "strb %[t], [%[s], %[i]]\n"
+        "2:\n\t"
+        "cmp %[lp], %[end]\n\t"
+        "bne 1b\n\t"
+        "b 9f\n"
+        "3:\n\t"                          /* saturated high (sg is free here) */
+        "mov %[t], %[hi]\n\t"
+        "b 6f\n"
+        "4:\n\t"                          /* saturated low */
+        "mov %[t], %[lo]\n"
+        "6:\n\t"
+        "ldr %[sg], %[sat]\n\t"
+        "adds %[sg], #1\n\t"
+        "str %[sg], %[sat]\n\t"
+        "b 5b\n"
+        "9:\n"
+        : [lp] "+l"(lp), [i] "=&l"(i), [v] "=&l"(v), [t] "=&l"(t), [sg] "=&l"(sg), [sat] "+m"(sat)
+        : [end] "r"(e_), [eo] "r"(eo_), [half] "r"(half), [hi] "r"(hi), [lo] "r"(lo),
+          [w] "l"(w), [s] "l"(s), [sh] "l"(shift)
+        : "cc", "memory");
+    return sat;
+}
+#else
+static int32_t score_list_s8(const int32_t *lp, const int32_t *end, const int8_t *w, int8_t *s,
+                             int32_t eo, int32_t shift, int32_t smax) {
+    const uint32_t half = 1u << (shift - 1);
+    int32_t sat = 0;
+    for (; lp < end; lp++) {
+        const int32_t i = (int32_t)((uint32_t)*lp >> 8);
+        int32_t p = (int32_t)(int8_t)(uint8_t)*lp * w[i], v;
+        uint32_t sg, q;
+        if (p == 0) {
+            continue;
+        }
+        p *= eo;
+        sg = (uint32_t)(p >> 31);
+        q = ((((uint32_t)p ^ sg) - sg) + half) >> shift;
+        v = s[i] - (int32_t)((q ^ sg) - sg);
+        if (v > smax) {
+            v = smax;
+            sat++;
+        } else if (v < -smax) {
+            v = -smax;
+            sat++;
+        }
+        s[i] = (int8_t)v;
+    }
+    return sat;
+}
+#endif
+
+#define SUBSET_ROW_MAX 256   /* row length of the PRIOT-S row path (its tables on the stack) */
+
+/* Set bits of a byte, from two nibbles. */
+PT_INLINE uint32_t popcount8(uint32_t b) {
+    static const uint8_t nib[16] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
+    return (uint32_t)nib[b & 15u] + nib[(b >> 4) & 15u];
+}
+
+/* PRIOT-S: the steps of one row of compact int8 scores s (those of edges j0 ..
+ * j0 + n_in with their subset bit set, all in [-smax, smax]), e[o] = eo != 0:
+ * only where x[i] != 0, the compact index from a per-byte running count. */
+static PT_NOINLINE int32_t score_row_subset_s8(const uint16_t *nzx, int32_t nnz, const int8_t *x, const int8_t *w,
+                                               const uint8_t *bits, uint32_t j0, int8_t *s, int32_t eo,
+                                               int32_t n_in, int32_t shift, int32_t smax) {
+    uint16_t before[SUBSET_ROW_MAX / 8 + 1];   /* scored edges of the row before byte b */
+    const uint32_t half = 1u << (shift - 1);
+    uint32_t b, c = 0;
+    int32_t t, sat = 0;
+    for (b = 0; b * 8u < (uint32_t)n_in; b++) {
+        uint32_t j = j0 + 8u * b, bb = (uint32_t)bits[j >> 3] >> (j & 7u);
+        if ((j & 7u) && j + 8u - (j & 7u) < j0 + (uint32_t)n_in) {
+            bb |= (uint32_t)bits[(j >> 3) + 1u] << (8u - (j & 7u));
+        }
+        before[b] = (uint16_t)c;
+        c += popcount8(bb & 0xFFu);
+    }
+    for (t = 0; t < nnz; t++) {
+        const int32_t i = nzx[t];
+        const uint32_t j = j0 + (uint32_t)i, jb = j0 + (uint32_t)(i & ~7);
+        int32_t p, v;
+        uint32_t sg, q, k, bb;
+        if (!((bits[j >> 3] >> (j & 7u)) & 1u)) {
+            continue;   /* not scored */
+        }
+        p = x[i] * w[i];
+        if (p == 0) {
+            continue;
+        }
+        /* compact index: scored edges of the row before i */
+        bb = (uint32_t)bits[jb >> 3] >> (jb & 7u);
+        if (jb & 7u) {
+            bb |= (uint32_t)bits[(jb >> 3) + 1u] << (8u - (jb & 7u));
+        }
+        k = before[i >> 3] + popcount8(bb & ((1u << (i & 7)) - 1u));
+        p *= eo;
+        sg = (uint32_t)(p >> 31);
+        q = ((((uint32_t)p ^ sg) - sg) + half) >> shift;
+        v = s[k] - (int32_t)((q ^ sg) - sg);
+        if (v > smax) {
+            v = smax;
+            sat++;
+        } else if (v < -smax) {
+            v = -smax;
+            sat++;
+        }
+        s[k] = (int8_t)v;
+    }
+    return sat;
+}
+
+/* The rows of the list path (bitmap fast): only where x[i] != 0, the nonzero
+ * inputs listed once for all rows (apart, so its list and the PRIOT-S index
+ * list never share a stack frame). */
+static PT_NOINLINE int32_t fc_score_listed(const int8_t *e, const int8_t *x, const int8_t *w, int8_t *s,
+                                          const uint8_t *fast, int32_t shift, int32_t smax, int32_t n_in,
+                                          int32_t n_out) {
+    int32_t ent[NZ_SC], from = 0, o, sat = 0;
+    while (from < n_in) {
+        const int32_t m = pt_list_nonzero_s8(x, n_in, &from, ent, NZ_SC);
+        for (o = 0; o < n_out; o++) {
+            if ((fast[o >> 3] >> (o & 7)) & 1) {
+                const size_t base = (size_t)o * (size_t)n_in;
+                sat += score_list_s8(ent, ent + m, w + base, s + base, e[o], shift, smax);
+            }
+        }
+    }
+    return sat;
+}
+
+/* PRIOT-S (compact scores): every row, the nonzero inputs' indices listed once. */
+static PT_NOINLINE int32_t fc_score_subset(const int8_t *e, const int8_t *x, const int8_t *w, const pt_scores_t *sc,
+                                           int32_t shift, int32_t smax, int32_t n_in, int32_t n_out) {
+    uint32_t j = 0, si = 0;
+    int32_t sat = 0, o, i;
+    uint16_t nzx[SUBSET_ROW_MAX];
+    int32_t nnz = -1;
+    const int rows = !sc->s16 && shift >= 1 && shift <= 31 && n_in <= SUBSET_ROW_MAX;
+    for (o = 0; o < n_out; o++) {
+        const int32_t eo = e[o];
+        const uint32_t row_si = pt_popcount_range(sc->subset, j, (uint32_t)n_in);
+        const int8_t *wr = w + (size_t)o * (size_t)n_in;
+        if (eo == 0) {
+            sat += pt_scores_clamp(sc, si, row_si, smax);
+        } else if (rows && scores_in_range_s8((const int8_t *)sc->data + si, (int32_t)row_si, smax)) {
+            if (nnz < 0) {
+                for (nnz = 0, i = 0; i < n_in; i++) {
+                    if (x[i] != 0) {
+                        nzx[nnz++] = (uint16_t)i;
+                    }
+                }
+            }
+            sat += score_row_subset_s8(nzx, nnz, x, wr, sc->subset, j, (int8_t *)sc->data + si, eo, n_in, shift,
+                                       smax);
+        } else {
+            uint32_t k = si;
+            for (i = 0; i < n_in; i++) {
+                if (pt_edge_scored(sc->subset, j + (uint32_t)i)) {
+                    sat += pt_score_apply(sc, k++, eo * x[i], wr[i], shift, smax);
+                }
+            }
+        }
+        si += row_si;
+        j += (uint32_t)n_in;
+    }
+    return sat;
 }
 
 int32_t pt_fc_score_s8(const int8_t *e, const int8_t *x, const int8_t *w, const pt_scores_t *sc,
                        int32_t shift, int32_t smax, int32_t n_in, int32_t n_out) {
-    uint32_t j = 0, si = 0;
-    int32_t sat = 0;
-    for (; n_out > 0; n_out--) {
-        int32_t eo = *e++, i;
-        for (i = 0; i < n_in; i++, j++) {
-            if (pt_edge_scored(sc->subset, j)) {
-                sat += score_step(sc, si++, eo * x[i], w[j], shift, smax);
+    uint32_t si = 0;
+    int32_t sat = 0, o, i;
+    uint8_t fast[ROWS_FAST / 8];
+    const int listed = !sc->s16 && shift >= 1 && shift <= 31 && n_out <= ROWS_FAST && n_in < (1 << 23);
+    if (sc->subset != NULL) {
+        return fc_score_subset(e, x, w, sc, shift, smax, n_in, n_out);
+    }
+    /* Every row with e[o] = 0 (g = 0: clamping only), and every row the list path
+     * cannot take (int16 scores, a score out of range, other shifts): here. */
+    for (o = 0; o < n_out; o++, si += (uint32_t)n_in) {
+        const int32_t eo = e[o];
+        const int8_t *wr = w + (size_t)o * (size_t)n_in;
+        int ok = 0;
+        if (eo == 0) {
+            sat += pt_scores_clamp(sc, si, (uint32_t)n_in, smax);
+        } else if (listed && scores_in_range_s8((const int8_t *)sc->data + si, n_in, smax)) {
+            ok = 1;   /* the list path below */
+        } else {
+            for (i = 0; i < n_in; i++) {
+                sat += pt_score_apply(sc, si + (uint32_t)i, eo * x[i], wr[i], shift, smax);
             }
+        }
+        if (listed) {
+            if ((o & 7) == 0) {
+                fast[o >> 3] = 0;
+            }
+            fast[o >> 3] |= (uint8_t)(ok << (o & 7));
         }
     }
-    return sat;
-}
-
-int32_t pt_conv2d_score_s8_chw(const int8_t *e, const int8_t *x, const int8_t *w, const pt_scores_t *sc,
-                               int32_t shift, int32_t smax, const pt_conv2d_dims_t *d) {
-    uint32_t j = 0, si = 0;
-    int32_t sat = 0, co, ci, kh, kw;
-    for (co = 0; co < d->c_out; co++) {
-        for (ci = 0; ci < d->c_in; ci++) {
-            for (kh = 0; kh < d->k; kh++) {
-                for (kw = 0; kw < d->k; kw++, j++) {
-                    if (pt_edge_scored(sc->subset, j)) {
-                        int32_t g = pt_conv2d_tap_s8_s32_chw(e, x, d, co, ci, kh, kw);
-                        sat += score_step(sc, si++, g, w[j], shift, smax);
-                    }
-                }
-            }
-        }
+    if (listed) {
+        sat += fc_score_listed(e, x, w, (int8_t *)sc->data, fast, shift, smax, n_in, n_out);
     }
     return sat;
 }
@@ -108,7 +420,7 @@ int32_t pt_score_update_s8(const pt_scores_t *sc, const int32_t *g, const int8_t
     int32_t sat = 0;
     for (j = 0; j < (uint32_t)n; j++) {
         if (pt_edge_scored(sc->subset, j)) {
-            sat += score_step(sc, si++, g[j], w[j], shift, smax);
+            sat += pt_score_apply(sc, si++, g[j], w[j], shift, smax);
         }
     }
     return sat;

@@ -439,7 +439,9 @@ def test_armv6m_build(natmod_build, mpy_dir, tmp_path):
     assert data[:4] == b"M\x06" + bytes([4 << 2 | 3, 31])  # mpy v6.3, arch armv6m (4)
     # No libgcc member at all: no float helper, and no division helper either.
     assert linked.libgcc_members == []
-    assert len(linked.text) < 16 * 1024, len(linked.text)
+    # issue 8: the fast paths (sparse lists, register-blocked loops, Thumb-1 asm) took the code
+    # from 14.8 to ~26 KB of the heap for a ~5x faster training step; the budget follows.
+    assert len(linked.text) < 28 * 1024, len(linked.text)
     assert not any(s.startswith(("__aeabi_f", "__aeabi_d", "__aeabi_i", "__aeabi_u", "__aeabi_l"))
                    for s in linked.symbols)
 

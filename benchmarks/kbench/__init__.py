@@ -1,0 +1,1 @@
+"""Helpers of benchmarks/kernels.py (see benchmarks/README.md)."""
