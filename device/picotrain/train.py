@@ -241,7 +241,8 @@ def calibrate(model, data, backward=True):
     data, record every layer's shifts, keep the most frequent (ties: the
     larger, the safer against overflow). With backward=True (labels needed)
     also the error shifts and the bit length of each layer's weight gradient
-    (gbits, which sets PRIOT's static score step). Returns
+    (gbits, which sets PRIOT's static score step), from the samples that send
+    the layer a non-zero error. Returns
     {layer index: (shift, bshift, gbits)}."""
     model.build(training=backward)
     layers = model.layers
@@ -270,10 +271,15 @@ def calibrate(model, data, backward=True):
             if i > plist[0]:
                 l.backward_input(model.errs[i], model.errs[i - 1], model.ws, True)
             if l.has_params:
-                if i > plist[0]:
-                    count(i, 1, l.last_bshift)
                 l.grad(model.errs[i], model.acts[i - 1] if i > 0 else model._x, g)
-                count(i, 2, K.bitlen_s32(g, l.grad_size()))
+                gb = K.bitlen_s32(g, l.grad_size())
+                # A sample that sends this layer no error (a confident, right
+                # prediction) says nothing about the error's scale: counting its
+                # zero shifts would let them win the vote and scale real errors away.
+                if gb:
+                    count(i, 2, gb)
+                    if i > plist[0]:
+                        count(i, 1, l.last_bshift)
     if n == 0:
         raise ValueError("calibrate: no data")
 

@@ -130,3 +130,19 @@ def test_fit_reads_a_dataset_file(tmp_path):
     with Dataset(path) as ds:
         hist = pt.NITI(m, mu=3).fit(ds, epochs=3, test=ds, log=None)
         assert hist[-1]["test_acc"] == pt.evaluate(m, ds) == 1.0
+
+
+def test_calibration_ignores_samples_without_error():
+    """Confident right predictions send no error back; they must not vote the
+    error shifts and gradient sizes down to 0 (found on rotated MNIST)."""
+    lin1, lin2 = pt.Linear(2, 3), pt.Linear(3, 2)
+    lin1.weight.data = array("b", [60, 0, 0, 60, 30, 30])
+    lin2.weight.data = array("b", [127, 0, 0, 0, 127, 0])
+    for l in (lin1, lin2):
+        l.weight.exp = -4
+    m = pt.Model([lin1, pt.ReLU(), lin2], (2,))
+    right = (array("b", [127, 0]), 0)   # logits far apart: error 0
+    wrong = (array("b", [0, 127]), 0)   # confidently wrong: large error
+    assert m.predict(right[0], dynamic=True) == 0
+    pt.calibrate(m, [right] * 5 + [wrong] * 2)
+    assert lin2.gbits > 0 and lin1.gbits > 0 and lin2.bshift > 0
