@@ -25,11 +25,10 @@ it still has to allocate (plus `allowance(model)` for the Python objects
 around the buffers), it raises MemoryError naming both numbers, before
 allocating anything, instead of failing part-way.
 
-A method defined elsewhere states its buffers with a method on its class,
-`_plan_nbytes(self)` -> {category: bytes}, computed from the options its
-__init__ has set before calling Trainer.__init__ (self.batch, self.train_idx,
-self.model are set by then). Without it, memory_plan raises NotImplementedError
-and the pre-flight check covers the model's buffers only.
+Every method states its own buffers with `_plan_nbytes(self)` -> {category:
+bytes}, computed from the options its __init__ has set before calling
+Trainer.__init__ (self.batch, self.train_idx, self.model are set by then);
+Trainer.nbytes() adds up the same figures, so the two cannot disagree.
 """
 import gc
 
@@ -63,63 +62,10 @@ def model_plan(model, training=True):
     return out
 
 
-def _niti(t):
-    layers = t.model.layers
-    sizes = [layers[i].grad_size() for i in t.train_idx]
-    g = 4 * sum(sizes)
-    if t.batch > 1:
-        g += 4 * max([1] + sizes)  # NITI._setup: per-sample scratch gradient
-    return {"gradients": g}
-
-
-def _priot(t, subsets_of_p):
-    layers = t.model.layers
-    scores = subsets = 0
-    sizes = []
-    for i in t.train_idx:
-        l = layers[i]
-        n = l.weight.size
-        sizes.append(l.grad_size())
-        if l.scores is not None and not t.reset:
-            # kept from the model file (PRIOT counts them at its own width)
-            scores += len(l.scores) * (t.score_bits // 8)
-            if l.subset is not None:
-                subsets += len(l.subset)
-            continue
-        if subsets_of_p:
-            # PRIOT-S: the count PRIOTS._subset selects, and its bitmap
-            m = n - int(t.p * n + 0.5)
-            subsets += (n + 7) >> 3
-        else:
-            m = n
-        scores += m * (t.score_bits // 8)
-    g = 0
-    if t.batch > 1:
-        g = 4 * sum(sizes) + 4 * max(sizes)  # per-layer sums and one scratch
-    return {"gradients": g, "scores": scores, "subsets": subsets}
-
-
-def _method_rule(t):
-    """The method's buffers by category, or None when it cannot be stated."""
-    hook = getattr(type(t), "_plan_nbytes", None)
-    if hook is not None:
-        return hook(t)
-    from .prune import PRIOT, PRIOTS
-    from .train import NITI, StaticNITI
-    cls = type(t)
-    if cls in (NITI, StaticNITI):
-        return _niti(t)
-    if cls in (PRIOT, PRIOTS):
-        return _priot(t, cls is PRIOTS)
-    return None
-
-
 def trainer_plan(t):
     """{category: bytes, 'total': bytes} for a trainer that has reached
-    Trainer.__init__ (dry or real); None for a method that states nothing."""
-    method = _method_rule(t)
-    if method is None:
-        return None
+    Trainer.__init__ (dry or real)."""
+    method = t._plan_nbytes()
     out = model_plan(t.model, True)
     for k in CATEGORIES:
         out[k] = out.get(k, 0) + method.get(k, 0)
@@ -137,8 +83,6 @@ def _to_allocate(t, plan):
     """Bytes the constructor has still to allocate (what already exists is reused)."""
     model = t.model
     need = 0 if model._built >= 2 else model.nbytes(training=True) + model.in_size
-    if plan is None:
-        return need
     need += plan["total"] - model.nbytes(training=True)
     # scores (and subsets) kept from the model file are already in RAM
     if plan.get("scores") and not t.reset:
@@ -217,7 +161,4 @@ def memory_plan(model, method, detail=False, **options):
         _dry = False
         for l, f in frozen:  # freeze= and head_only= set these in Trainer.__init__
             l.frozen = f
-    if plan is None:
-        raise NotImplementedError("%s does not state its buffers before allocating them "
-                                  "(define %s._plan_nbytes(self))" % (cls.__name__, cls.__name__))
     return plan if detail else plan["total"]

@@ -26,7 +26,7 @@ every rule and where we depart from the paper.
 from array import array
 
 from . import kernels as K
-from .train import Trainer
+from .train import NITI, Trainer
 
 BITS = 7
 
@@ -42,7 +42,7 @@ def _rows(buf, n_rows, row):
     return [mv[r * row:(r + 1) * row] for r in range(n_rows)]
 
 
-class FQT(Trainer):
+class FQT(NITI):
     """Fully quantized training, every weight updated every step (the
     reference for PartialFQT): dynamic per-tensor exponents, int8 weight
     gradient, SGD with learning rate 2**-lr."""
@@ -56,32 +56,10 @@ class FQT(Trainer):
             if l.has_params and l.scores is not None:
                 raise ValueError("layer %d has edge-popup scores: bake() the model first" % i)
         self.lr = lr
+        # NITI's gradient buffers and accumulation, FQT's own update rule
+        # (_apply): NITI.__init__ is skipped, FQT has a learning rate, not mu.
         Trainer.__init__(self, model, **kw)
 
-    def _setup(self):
-        layers = self.model.layers
-        self.grads = {}
-        self.gexp = {}
-        big = 1
-        for i in self.train_idx:
-            n = layers[i].grad_size()
-            self.grads[i] = array("i", bytes(4 * n))
-            self.gexp[i] = None
-            big = max(big, n)
-        self.scratch = array("i", bytes(4 * big)) if self.batch > 1 else None
-
-    def _plan_nbytes(self):
-        """Buffers by category (picotrain.memory): an int32 gradient per
-        trainable layer, and for mini-batches one per-sample scratch."""
-        sizes = [self.model.layers[i].grad_size() for i in self.train_idx]
-        g = 4 * sum(sizes)
-        return {"gradients": g, "scratch": 4 * max(sizes) if self.batch > 1 else 0}
-
-    def _method_nbytes(self):
-        n = 0
-        for v in self._plan_nbytes().values():
-            n += v
-        return n
 
     def _shift(self, layer, g, n, gexp):
         """Total shift from the int32 gradient to the step: s to int8 (the
@@ -91,23 +69,6 @@ class FQT(Trainer):
         r = layer.weight.exp + self.lr - (gexp + s)
         return s + (r if r > 0 else 0)
 
-    def _accumulate(self, i, layer, e, x, g):
-        ge = e.exp + x.exp
-        old = self.gexp[i]
-        if old is None:
-            layer.grad(e, x, g)
-            self.gexp[i] = ge
-            return
-        s = self.scratch
-        layer.grad(e, x, s)
-        if ge > old:
-            K.acc_add_s32(g, s, len(g), ge - old, 0)
-            self.gexp[i] = ge
-        else:
-            K.acc_add_s32(g, s, len(g), 0, old - ge)
-
-    def _grad(self, i, layer, e, x):
-        self._accumulate(i, layer, e, x, self.grads[i])
 
     def _apply(self):
         layers = self.model.layers

@@ -146,17 +146,31 @@ class PRIOT(Trainer):
         l.scores = sc
         l.thr = self.threshold
 
-    def _method_nbytes(self):
-        n = 0
+    def _unscored(self):
+        """Fraction of edges without a score (PRIOT: none)."""
+        return None
+
+    def _plan_nbytes(self):
+        """Scores (kept from the model file, or the count PRIOT/PRIOT-S will
+        draw), PRIOT-S subset bitmaps, and the mini-batch gradient sums."""
+        layers = self.model.layers
+        scores = subsets = 0
+        sizes = []
+        width = self.score_bits // 8
         for i in self.train_idx:
-            l = self.model.layers[i]
-            n += len(l.scores) * (self.score_bits // 8)
-            if l.subset is not None:
-                n += len(l.subset)
-        n += 4 * sum(len(g) for g in self.grads.values())
-        if self.scratch is not None:
-            n += 4 * len(self.scratch)
-        return n
+            l = layers[i]
+            n = l.weight.size
+            sizes.append(l.grad_size())
+            if l.scores is not None and not self.reset:
+                scores += len(l.scores) * width
+                subsets += len(l.subset) if l.subset is not None else 0
+            elif self._unscored() is not None:
+                scores += (n - int(self._unscored() * n + 0.5)) * width
+                subsets += (n + 7) >> 3
+            else:
+                scores += n * width
+        g = 4 * (sum(sizes) + max(sizes)) if self.batch > 1 else 0
+        return {"gradients": g, "scores": scores, "subsets": subsets}
 
     def _grad(self, i, layer, e, x):
         if self.batch == 1:
@@ -192,6 +206,9 @@ class PRIOTS(PRIOT):
             raise ValueError("select must be 'random' or 'weight', got %r" % (select,))
         self.p, self.select = p, select
         PRIOT.__init__(self, model, **kw)
+
+    def _unscored(self):
+        return self.p
 
     def _subset(self, i, layer):
         n = layer.weight.size

@@ -159,8 +159,17 @@ class Trainer:
         """Bytes of training buffers: the model's plus the method's."""
         return self.model.nbytes(training=True) + self._method_nbytes()
 
+    def _plan_nbytes(self):
+        """The method's own buffers by category ({'gradients': bytes, ...}),
+        from its options alone: picotrain.memory_plan states them before
+        anything is allocated, and nbytes() adds them up afterwards."""
+        return {}
+
     def _method_nbytes(self):
-        return 0
+        n = 0
+        for v in self._plan_nbytes().values():
+            n += v
+        return n
 
 
 def evaluate(model, data, dynamic=None):
@@ -197,12 +206,20 @@ class NITI(Trainer):
             big = max(big, n)
         self.scratch = array("i", bytes(4 * big)) if self.batch > 1 else None
 
-    def _method_nbytes(self):
-        n = sum(len(g) for g in self.grads.values())
-        return 4 * (n + (len(self.scratch) if self.scratch is not None else 0))
+    def _plan_nbytes(self):
+        """An int32 gradient per trainable layer; for mini-batches one
+        per-sample scratch as large as the largest."""
+        sizes = [self.model.layers[i].grad_size() for i in self.train_idx]
+        g = 4 * sum(sizes)
+        if self.batch > 1:
+            g += 4 * max(sizes)
+        return {"gradients": g}
 
     def _grad(self, i, layer, e, x):
-        g = self.grads[i]
+        self._accumulate(i, layer, e, x, self.grads[i])
+
+    def _accumulate(self, i, layer, e, x, g):
+        """Add this sample's gradient of layer i into g, aligned (see NUMERICS)."""
         ge = e.exp + x.exp
         old = self.gexp[i]
         if old is None:

@@ -152,8 +152,8 @@ def test_bad_options_raise_what_the_constructor_raises():
         pt.memory_plan(m, "Adam")
 
 
-def test_a_method_states_its_buffers_or_memory_plan_says_it_cannot():
-    class Plain(pt.NITI):
+def test_a_method_states_its_buffers_and_nbytes_adds_them_up():
+    class Plain(pt.NITI):  # inherits NITI's statement
         pass
 
     class Stated(pt.NITI):
@@ -161,11 +161,8 @@ def test_a_method_states_its_buffers_or_memory_plan_says_it_cannot():
             return {"gradients": 4 * sum(self.model.layers[i].grad_size() for i in self.train_idx),
                     "momentum": 123}
 
-        def _method_nbytes(self):
-            return pt.NITI._method_nbytes(self) + 123
-
-    with pytest.raises(NotImplementedError, match="Plain does not state its buffers"):
-        pt.memory_plan(model(), Plain)
+    m = model()
+    assert pt.memory_plan(m, Plain) == Plain(m).nbytes() == pt.memory_plan(m, pt.NITI)
     m = model()
     plan = pt.memory_plan(m, Stated, detail=True)
     assert plan["momentum"] == 123 and plan["total"] == Stated(m).nbytes()
