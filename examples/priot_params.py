@@ -102,7 +102,7 @@ def main(argv=None):
     ap = T.base_parser(__doc__)
     ap.set_defaults(angles=[45.0], seeds=[0, 1, 2], epochs=15)
     ap.add_argument("--groups", nargs="+", default=["rate", "priots", "init_span", "threshold", "score_bits",
-                                                    "mask_backward"],
+                                                    "mask_backward", "niti_mu"],
                     help="groups to run: rate priots init_span threshold score_bits mask_backward niti_mu grid")
     ap.add_argument("--name", default="priot_params", help="output file stem in --out-dir")
     ap.add_argument("--base", default="", help="base settings overriding %s"

@@ -513,6 +513,40 @@ def saturation_md(results, angles, row="static_niti"):
     return "\n".join(lines)
 
 
+def reading(results, rows, befores, angles):
+    """A few statements computed from the numbers (so they stay true for any run)."""
+    keys = {k for k, _, _ in rows}
+    out = ["## Reading the table", ""]
+
+    def m(key, a, f=lambda r: r["result"]):
+        xs = [100 * f(r) for r in _by(results, key, a)]
+        return sum(xs) / len(xs) if xs else float("nan")
+
+    for a in angles:
+        b = 100 * sum(befores.get(a, [])) / max(1, len(befores.get(a, [])))
+        parts = []
+        if "niti" in keys and "priot" in keys:
+            gap = m("niti", a) - b
+            parts.append("PRIOT recovers %.0f%% of the gap between 'before' (%.1f) and dynamic NITI (%.1f): %.1f"
+                         % (100 * (m("priot", a) - b) / gap if gap else float("nan"), b, m("niti", a), m("priot", a)))
+        if "static_niti" in keys:
+            rs = _by(results, "static_niti", a)
+            if rs:
+                be = sum(r["best_epoch"] for r in rs) / len(rs)
+                parts.append("static NITI's best training accuracy comes at epoch %.1f on average, so its entry is "
+                             "the model after about one epoch (test %.1f after epoch 1); it then degrades to %.1f at "
+                             "the last epoch (best-train protocol hides the collapse)"
+                             % (be, m("static_niti", a, lambda r: r["epochs"][0]["test_acc"]),
+                                m("static_niti", a, lambda r: r["epochs"][-1]["test_acc"])))
+        for sel in ("random", "weight"):
+            hi, lo = "priots_%s_hi" % sel, "priots_%s_lo" % sel
+            if hi in keys and lo in keys:
+                parts.append("PRIOT-S %s: %.1f (larger p) / %.1f (smaller p)" % (sel, m(hi, a), m(lo, a)))
+        out.append("- **%g°**: " % a + "; ".join(parts) + ".")
+    out.append("")
+    return out
+
+
 def _shifts_txt(shifts):
     return ", ".join("%s: (%s)" % (LAYER_NAMES.get(int(i), i), ", ".join("-" if v is None else str(v) for v in t))
                      for i, t in sorted(shifts.items(), key=lambda kv: int(kv[0])))
@@ -591,6 +625,7 @@ def write_report(args, cfg, rows, results, befores, info, seconds, command):
     md.append("")
     md.append("![test accuracy per epoch](priot_curves.png)")
     md.append("")
+    md += reading(results, rows, befores, angles)
     md.append("## What was run, and how it differs from the paper")
     md.append("")
     pk = dict(PRIOT_DEFAULTS, **cfg["priot"])
@@ -608,7 +643,7 @@ def write_report(args, cfg, rows, results, befores, info, seconds, command):
                   "with one correction (`--calibration nonzero`, `calibrate()` in the script): the backward "
                   "scales (error shift `bshift`, gradient bit length `gbits`) are taken over the samples whose "
                   "integer softmax error is not all zero. `picotrain.calibrate` counts every sample, and a "
-                  "sample the pretrained model gets right with > ~99.6%% confidence sends an all-zero error "
+                  "sample the pretrained model gets right with > ~99.6% confidence sends an all-zero error "
                   "back (shift 0, bit length 0); at 30° about half the samples are such, so the library "
                   "calibrates `bshift = 0` and `gbits = 0` for every layer (at 45° both rules agree). "
                   "The last section shows what the library's calibration does to the static methods.")
