@@ -158,6 +158,11 @@ def main(argv=None):
     for name, entries in table.items():
         md.append("## %s" % name)
         md.append("")
+        if name == "niti_mu":
+            md.append("Not PRIOT: static NITI at smaller update steps (the table uses mu=3). 'pruned' does not "
+                      "apply; the sat column counts weights clipped by updates. Compare result (best-training "
+                      "epoch) with last: a smaller mu delays the collapse, it does not prevent it.")
+            md.append("")
         md.append("| setting | result | last | best test | best train | epoch | pruned % | score sat ep 1 / last |")
         md.append("|---|---|---|---|---|---|---|---|")
         best_mean = max(summarize(rs)["result_mean"] for _, rs, _ in entries)
@@ -174,9 +179,10 @@ def main(argv=None):
         f.write("\n".join(md) + "\n")
     blob = dict(command=command, seconds=round(seconds, 1), angle=angle, seeds=args.seeds, epochs=args.epochs,
                 base=base, before=befores,
-                groups={n: [dict(label=l, spec=sp, runs=rs) for l, rs, sp in e] for n, e in table.items()})
+                groups={n: [dict(label=l, spec=sp, runs=[T._slim(r) for r in rs]) for l, rs, sp in e]
+                        for n, e in table.items()})
     with open(os.path.join(args.out_dir, args.name + ".json"), "w") as f:
-        json.dump(blob, f, indent=1)
+        json.dump(blob, f, separators=(",", ":"))
     plot(os.path.join(args.out_dir, args.name + ".png"), table, angle)
     for name, entries in table.items():
         print(name + ": " + "; ".join("%s %s" % (l, summarize(rs)["result"]) for l, rs, _ in entries))

@@ -139,47 +139,46 @@ def prepare_seed(cfg, seed):
     return base
 
 
-def zero_error(model, x, label):
-    """True when the integer softmax error of sample x is all zero under the
-    dynamic forward pass (the model is > ~99.6% sure and right): such a sample
-    sends nothing backward, so it says nothing about backward scales."""
+def calibrate_all_samples(model, data):
+    """Static scales with every sample voting on the backward scales: what
+    picotrain.calibrate did before commit b9829ff. A sample the model gets right
+    with > ~99.6% confidence sends an all-zero error back (shift 0, gradient bit
+    length 0); at 30 degrees about half the transfer-train samples are such, so
+    this rule gives bshift = 0 and gbits = 0 for every layer. Kept to show what
+    that does (the report's last section); the table uses picotrain.calibrate."""
+    from array import array
     from picotrain import kernels as K
-    y = model._forward(x, True)
-    e = model.errs[-1]
-    K.softmax_xent_s8(y.data, y.size, y.exp, label, e.data, model.ws.acc)
-    for j in range(e.size):
-        if e.data[j]:
-            return False
-    return True
+    out = pt.calibrate(model, data)  # forward shifts: every sample counts in both rules
+    layers = model.layers
+    plist = [i for i, l in enumerate(layers) if l.has_params]
+    hist = {(i, k): {} for i in plist for k in (1, 2)}
+    g = array("i", bytes(4 * max(layers[i].grad_size() for i in plist)))
+    for x, label in data:
+        y = model._forward(x, True)
+        e = model.errs[-1]
+        K.softmax_xent_s8(y.data, y.size, y.exp, label, e.data, model.ws.acc)
+        e.exp = -7
+        for i in range(len(layers) - 1, plist[0] - 1, -1):
+            l = layers[i]
+            if i > plist[0]:
+                l.backward_input(model.errs[i], model.errs[i - 1], model.ws, True)
+            if l.has_params:
+                l.grad(model.errs[i], model.acts[i - 1] if i > 0 else model._x, g)
+                for k, v in ((1, l.last_bshift if i > plist[0] else None), (2, K.bitlen_s32(g, l.grad_size()))):
+                    if v is not None:
+                        hist[(i, k)][v] = hist[(i, k)].get(v, 0) + 1
 
+    def mode(h):  # most frequent; ties: the larger (as picotrain.calibrate)
+        return max(h.items(), key=lambda kv: (kv[1], kv[0]))[0] if h else None
 
-def calibrate(model, data, how="nonzero"):
-    """Static scales. 'library': picotrain.calibrate as it is. 'nonzero' (the
-    default here): forward shifts from picotrain.calibrate over all samples,
-    the backward ones (error shifts bshift, gradient bit lengths gbits) from
-    picotrain.calibrate over the samples whose softmax error is not all zero.
-
-    Why: calibrate() takes the most frequent value over all samples, and a
-    sample with an all-zero error contributes shift 0 and bit length 0. At 30
-    degrees about half the transfer-train samples are such (the pretrained
-    model is still right and sure about them), so the library gives bshift = 0
-    and gbits = 0 for every layer: errors saturate, and PRIOT's score step
-    shift (gbits + bitlen(max|w|) - rate) collapses. Reported as a bug."""
-    out = pt.calibrate(model, data)
-    if how == "library":
-        return out
-    if how != "nonzero":
-        raise ValueError("calibration %r: 'nonzero' or 'library'" % (how,))
-    model.build(training=True)
-    informative = [(x, y) for x, y in data if not zero_error(model, x, y)]
-    if not informative:
-        return out
-    back = pt.calibrate(model, informative)
-    for i, (shift, _, _) in out.items():
-        layer = model.layers[i]
-        layer.shift = shift  # forward: every sample counts
-        out[i] = (shift, back[i][1], back[i][2])
+    for i in plist:
+        l = layers[i]
+        l.bshift, l.gbits = mode(hist[(i, 1)]), mode(hist[(i, 2)])
+        out[i] = (out[i][0], l.bshift, l.gbits)
     return out
+
+
+CALIBRATIONS = {"library": lambda model, data: pt.calibrate(model, data), "all-samples": calibrate_all_samples}
 
 
 def prepare_angle(cfg, seed, angle):
@@ -187,8 +186,7 @@ def prepare_angle(cfg, seed, angle):
     examples/demo.py does); accuracy before transfer. Cached per (seed, angle)."""
     pre = prepare_seed(cfg, seed)
     key = dict(v=CACHE_VERSION, what="calibrate", pre=os.path.basename(pre), angle=angle, limit=cfg["limit"])
-    if cfg.get("calibration", "nonzero") != "library":
-        key["calibration"] = cfg["calibration"]
+    key["calibration"] = cfg.get("calibration", "library")
     base = os.path.join(cfg["cache_dir"], "cal_" + _hash(key))
     if os.path.exists(base + ".json"):
         with open(base + ".json") as f:
@@ -199,7 +197,7 @@ def prepare_angle(cfg, seed, angle):
     upright = get_data(cfg["source"], "transfer-test", 0, cfg["limit"], cfg["mnist_dir"])
     acc_upright = pt.evaluate(model, upright, dynamic=True)
     acc_dyn = pt.evaluate(model, test, dynamic=True)
-    shifts = calibrate(model, train, cfg.get("calibration", "nonzero"))
+    shifts = CALIBRATIONS[key["calibration"]](model, train)
     model.save(base + ".pt8")
     info = dict(key=key, seed=seed, angle=angle, before=pt.evaluate(model, test), before_dynamic=acc_dyn,
                 upright_int8_dynamic=acc_upright, shifts={str(k): v for k, v in shifts.items()})
@@ -532,11 +530,11 @@ def reading(results, rows, befores, angles):
         if "static_niti" in keys:
             rs = _by(results, "static_niti", a)
             if rs:
-                be = sum(r["best_epoch"] for r in rs) / len(rs)
-                parts.append("static NITI's best training accuracy comes at epoch %.1f on average, so its entry is "
-                             "the model after about one epoch (test %.1f after epoch 1); it then degrades to %.1f at "
-                             "the last epoch (best-train protocol hides the collapse)"
-                             % (be, m("static_niti", a, lambda r: r["epochs"][0]["test_acc"]),
+                bes = sorted(r["best_epoch"] for r in rs)
+                parts.append("static NITI's best training accuracy comes early (epochs %s), so its entry is an early "
+                             "model (test %.1f after epoch 1); it then degrades to %.1f at the last epoch: the "
+                             "best-training-epoch protocol hides the collapse"
+                             % ("/".join(map(str, bes)), m("static_niti", a, lambda r: r["epochs"][0]["test_acc"]),
                                 m("static_niti", a, lambda r: r["epochs"][-1]["test_acc"])))
         for sel in ("random", "weight"):
             hi, lo = "priots_%s_hi" % sel, "priots_%s_lo" % sel
@@ -545,6 +543,13 @@ def reading(results, rows, befores, angles):
         out.append("- **%g°**: " % a + "; ".join(parts) + ".")
     out.append("")
     return out
+
+
+def _slim(run):
+    """A run for the JSON report: its spec instead of the whole cache key."""
+    r = {k: v for k, v in run.items() if k != "key"}
+    r["spec"] = run["key"]["spec"]
+    return r
 
 
 def _shifts_txt(shifts):
@@ -603,8 +608,9 @@ def write_report(args, cfg, rows, results, befores, info, seconds, command):
     md.append("")
     md.append("Context (mean ± std over seeds): the accuracy at the last epoch, the best test accuracy of any "
               "epoch (an optimistic number the protocol does not use), the epoch of best training accuracy, "
-              "the fraction of edges pruned at the end (PRIOT rows), and the training buffers in bytes "
-              "(`trainer.nbytes()`: the model's activations and errors plus the method's state).")
+              "the fraction of edges pruned at the end (PRIOT rows), the training buffers in bytes "
+              "(`trainer.nbytes()`: the model's activations and errors plus the method's state), and seconds "
+              "per training epoch on the numpy mirror (wall clock on a shared machine: only a rough guide).")
     md.append("")
     md.append("| method | angle | last epoch | best test (any epoch) | best-train epoch | pruned at end | "
               "buffers B | s / epoch |")
@@ -633,20 +639,18 @@ def write_report(args, cfg, rows, results, befores, info, seconds, command):
               "fc 64→10; bias-free), pretrained in float (PyTorch, Adam, "
               "%s epochs) on the %s `pretrain` split (upright), converted to int8 with one power-of-two "
               "exponent per tensor." % (cfg["pretrain_epochs"] or "8 (default)", cfg["source"]))
-    if cfg["calibration"] == "library":
+    if cfg["calibration"] == "all-samples":
         md.append("- Static scales (static NITI, PRIOT, PRIOT-S and the 'before' row) are calibrated on the "
-                  "rotated transfer-train images with `picotrain.calibrate` as it is: each layer's most frequent "
-                  "dynamic shift over all samples.")
+                  "rotated transfer-train images with every sample voting on the backward scales "
+                  "(`--calibration all-samples`: picotrain.calibrate before commit b9829ff).")
     else:
         md.append("- Static scales (static NITI, PRIOT, PRIOT-S and the 'before' row) are calibrated on the "
-                  "rotated transfer-train images, each layer's most frequent dynamic shift (as the paper does), "
-                  "with one correction (`--calibration nonzero`, `calibrate()` in the script): the backward "
-                  "scales (error shift `bshift`, gradient bit length `gbits`) are taken over the samples whose "
-                  "integer softmax error is not all zero. `picotrain.calibrate` counts every sample, and a "
-                  "sample the pretrained model gets right with > ~99.6% confidence sends an all-zero error "
-                  "back (shift 0, bit length 0); at 30° about half the samples are such, so the library "
-                  "calibrates `bshift = 0` and `gbits = 0` for every layer (at 45° both rules agree). "
-                  "The last section shows what the library's calibration does to the static methods.")
+                  "rotated transfer-train images with `picotrain.calibrate`: each layer's most frequent dynamic "
+                  "shift (as the paper does), the backward scales (error shift `bshift`, gradient bit length "
+                  "`gbits`) only over the samples that send the layer an error (commit b9829ff). Before that "
+                  "fix every sample voted, and at 30° about half the samples (right with > ~99.6% confidence) "
+                  "send an all-zero error, so `bshift = 0` and `gbits = 0` won for every layer; the last "
+                  "section shows what that did.")
     md.append("- NITI rows: `mu=%d`, batch 1, no learning-rate schedule (the paper does not give its mu)."
               % cfg["mu"])
     md.append("- PRIOT / PRIOT-S: threshold %d, scores int%d initialised uniform in [threshold, threshold + %d), "
@@ -678,23 +682,23 @@ def write_report(args, cfg, rows, results, befores, info, seconds, command):
     md.append("")
     md.append("![static NITI saturation](static_niti_saturation.png)")
     md.append("")
-    lib = info.get("library")
+    lib = info.get("compare")
     if lib:
         lrows, lres, lbef, lcal = lib
-        md.append("## With `picotrain.calibrate` as it is")
+        md.append("## If every sample votes on the backward scales (calibrate before commit b9829ff)")
         md.append("")
-        md.append("The same runs with the static scales from the library's `calibrate()` unchanged (every "
-                  "sample counts, so samples with an all-zero error vote for `bshift = 0`, `gbits = 0`). "
-                  "Calibrated (shift, bshift, gbits) per layer, seed %d:" % seeds[0])
+        md.append("The same runs with static scales from the old rule (`--calibration all-samples`): samples "
+                  "with an all-zero error vote for `bshift = 0`, `gbits = 0`. Calibrated (shift, bshift, "
+                  "gbits) per layer, seed %d:" % seeds[0])
         md.append("")
-        md.append("| angle | library | corrected (used above) |")
+        md.append("| angle | every sample votes | picotrain.calibrate (used above) |")
         md.append("|---|---|---|")
         for a in angles:
             k = "%g/%d" % (a, seeds[0])
             md.append("| %g° | %s | %s |" % (a, _shifts_txt(lcal[k]["shifts"]),
                                                _shifts_txt(info["calibration"][k]["shifts"])))
         md.append("")
-        md.append("| method |" + "".join(" library %g° | corrected %g° |" % (a, a) for a in angles))
+        md.append("| method |" + "".join(" all samples %g° | calibrate %g° |" % (a, a) for a in angles))
         md.append("|---" * (1 + 2 * len(angles)) + "|")
         md.append("| before transfer (static scales) |" + "".join(
             " %s | %s |" % (fmt(lbef.get(a, [])), fmt(befores.get(a, []))) for a in angles))
@@ -703,7 +707,7 @@ def write_report(args, cfg, rows, results, befores, info, seconds, command):
                 " %s | %s |" % (fmt([r["result"] for r in _by(lres, key, a)]),
                                 fmt([r["result"] for r in _by(results, key, a)])) for a in angles))
         md.append("")
-        md.append("Last-epoch test accuracy with the library's calibration: " + "; ".join(
+        md.append("Last-epoch test accuracy when every sample votes: " + "; ".join(
             "%s %g° %s" % (label, a, fmt([r["epochs"][-1]["test_acc"] for r in _by(lres, key, a)]))
             for key, label, _ in lrows for a in angles) + ".")
         md.append("")
@@ -714,12 +718,13 @@ def write_report(args, cfg, rows, results, befores, info, seconds, command):
                 config={k: v for k, v in cfg.items() if k != "cache_dir"}, paper=PAPER,
                 rows=[dict(key=k, label=l, spec=s) for k, l, s in rows],
                 before={str(a): befores.get(a, []) for a in angles},
-                calibration=info["calibration"], runs=results)
-    if info.get("library"):
-        blob["library_calibration"] = dict(rows=[k for k, _, _ in info["library"][0]], runs=info["library"][1],
-                                           calibration=info["library"][3])
+                calibration=info["calibration"], runs=[_slim(r) for r in results])
+    if info.get("compare"):
+        blob["all_samples_calibration"] = dict(rows=[k for k, _, _ in info["compare"][0]],
+                                               runs=[_slim(r) for r in info["compare"][1]],
+                                           calibration=info["compare"][3])
     with open(os.path.join(out, "priot_table.json"), "w") as f:
-        json.dump(blob, f, indent=1)
+        json.dump(blob, f, separators=(",", ":"))
     curves_png(os.path.join(out, "priot_curves.png"), results, rows, angles, befores)
     saturation_png(os.path.join(out, "static_niti_saturation.png"), results, angles)
 
@@ -756,9 +761,9 @@ def base_parser(doc):
     ap.add_argument("--source", choices=("mnist", "digits"), default="mnist")
     ap.add_argument("--mnist-dir", default=None, help="folder of the MNIST t10k files (default: ../shared/datasets/mnist)")
     ap.add_argument("--pretrain-epochs", type=int, default=None, help="float pretraining epochs (default: the source's)")
-    ap.add_argument("--calibration", choices=("nonzero", "library"), default="nonzero",
-                    help="static scales: 'library' = picotrain.calibrate as is; 'nonzero' = backward scales "
-                         "from the samples whose error is not all zero (see calibrate() in this file)")
+    ap.add_argument("--calibration", choices=tuple(CALIBRATIONS), default="library",
+                    help="static scales: 'library' = picotrain.calibrate; 'all-samples' = every sample votes on "
+                         "the backward scales (calibrate before commit b9829ff)")
     return ap
 
 
@@ -780,9 +785,9 @@ def main(argv=None):
                     % ",".join("%s=%s" % kv for kv in PRIOT_DEFAULTS.items()))
     ap.add_argument("--mu", type=int, default=NITI_MU, help="NITI / static NITI update bits")
     ap.add_argument("--rows", nargs="+", default=None, help="only these row keys (default: all)")
-    ap.add_argument("--library-rows", nargs="*", default=["static_niti", "priot"],
-                    help="with --calibration nonzero: also run these rows with picotrain.calibrate as it is "
-                         "(a section of the report); none to skip")
+    ap.add_argument("--compare-rows", nargs="*", default=["static_niti", "priot"],
+                    help="also run these rows with --calibration all-samples (the report's last section); "
+                         "none to skip")
     args = ap.parse_args(argv)
     args.angles = _norm_angles(args.angles)
     command = "python examples/priot_table.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
@@ -801,14 +806,14 @@ def main(argv=None):
     prep = [(seed, angle) for angle in args.angles for seed in args.seeds]
     print("%d runs (%d methods x %d angles x %d seeds) of %d epochs; %d job(s); cache %s"
           % (len(runs), len(rows), len(args.angles), len(args.seeds), args.epochs, args.jobs, cfg["cache_dir"]))
-    lib_rows = [r for r in rows if r[0] in (args.library_rows or ()) and not is_dynamic(r[2])]
-    lib_cfg = dict(cfg, calibration="library")
+    lib_rows = [r for r in rows if r[0] in (args.compare_rows or ()) and not is_dynamic(r[2])]
+    lib_cfg = dict(cfg, calibration="all-samples")
     lib_runs = [(key, spec, seed, angle) for key, _, spec in lib_rows for angle in args.angles for seed in args.seeds]
-    if cfg["calibration"] == "library":
+    if cfg["calibration"] == "all-samples":
         lib_runs = []
-    # One pool for both sets: run_jobs takes one cfg, so the library runs go second.
+    # run_jobs takes one cfg: the comparison runs go second.
     results = run_jobs(cfg, prep, runs, args.jobs, desc="table")
-    lib_results = run_jobs(lib_cfg, prep, lib_runs, args.jobs, desc="library calibration") if lib_runs else []
+    lib_results = run_jobs(lib_cfg, prep, lib_runs, args.jobs, desc="all-samples calibration") if lib_runs else []
 
     def collect(c):
         befores, calib = {}, {}
@@ -825,7 +830,7 @@ def main(argv=None):
                 jobs_text="%d worker process%s" % (args.jobs, "" if args.jobs == 1 else "es"))
     if lib_runs:
         lb, lc = collect(lib_cfg)
-        info["library"] = (lib_rows, lib_results, lb, lc)
+        info["compare"] = (lib_rows, lib_results, lb, lc)
     write_report(args, cfg, rows, results, befores, info, seconds, command)
     # A short summary on the terminal.
     for angle in args.angles:

@@ -40,11 +40,13 @@ def test_priot_table_short_run(tmp_path):
         assert label in md, label
     assert "| before transfer (static scales) | " in md
     assert "sat_fwd" in md and "sat_bwd" in md and "sat_upd" in md
+    assert "## Reading the table" in md and "## If every sample votes on the backward scales" in md
     for png in ("priot_curves.png", "static_niti_saturation.png"):
         assert (out / png).read_bytes()[:8] == PNG
 
     blob = json.loads((out / "priot_table.json").read_text())
     assert len(blob["runs"]) == 7
+    assert {r["row"] for r in blob["all_samples_calibration"]["runs"]} == {"static_niti", "priot"}
     for r in blob["runs"]:
         assert len(r["epochs"]) == 2 and r["seed"] == 3 and r["angle"] == 30
         e = r["epochs"][r["best_epoch"] - 1]
