@@ -255,9 +255,7 @@ def run_one(cfg, row_key, spec, seed, angle, progress=None):
         tr = trainer.epoch(data)
         dt = time.time() - t0
         sat = {str(i): [l.sat_fwd, l.sat_bwd, l.sat_upd] for i, l in players}  # before testing touches sat_fwd
-        # Test the way the method runs: a dynamic method's model is tested with
-        # dynamic shifts (pt.evaluate would use the stale calibrated ones).
-        te = pt.evaluate(model, test, dynamic=trainer.dynamic)
+        te = trainer.evaluate(test)  # the way the method runs: static or dynamic shifts
         row = dict(epoch=ep + 1, train_acc=tr, test_acc=te, seconds=round(dt, 3), sat=sat)
         if model.pruned:
             row["pruned"] = pt.pruned_fraction(model)

@@ -12,6 +12,10 @@ the top down to the lowest trainable layer: for each layer the error to its
 input first (with the weights as they were in the forward pass), then the
 method's parameter work (`_grad`). Every `batch` samples `_apply` updates.
 Subclasses override `dynamic`, `_setup`, `_grad` and `_apply`.
+
+A method with dynamic shifts that moves the weights (NITI, TinTin, FQT)
+drops the model's calibrated static shifts from its lowest trained layer up:
+they describe the old weights. Run calibrate() again for static inference.
 """
 from array import array
 import time
@@ -63,6 +67,13 @@ class Trainer:
                 if l.shift is None or (i > self.lowest and l.bshift is None):
                     raise ValueError("%s needs static shifts; layer %d (%r) is not calibrated: "
                                      "run picotrain.calibrate(model, data) first" % (self.name, i, l))
+        if self.dynamic and self.trains_weights:
+            # Moving the weights moves every scale above them: shifts calibrated
+            # for the old weights would make predict() and evaluate() (which use
+            # static shifts when a model has them) score a different network.
+            for l in layers[self.lowest:]:
+                if l.has_params:
+                    l.shift = l.bshift = l.gbits = None
         from .memory import preflight  # issue 6: MemoryError up front if the buffers cannot fit
         preflight(self)
         model.build(training=True)

@@ -6,16 +6,7 @@ import pytest
 import picotrain as pt
 from picotrain.rng import XorShift32
 
-
-def tiny(shift=None):
-    lin = pt.Linear(2, 2)
-    lin.weight.data = array("b", [10, -20, 30, 5])
-    lin.weight.exp = -7
-    lin.shift = lin.bshift = shift
-    return pt.Model([lin], (2,), in_exp=-7)
-
-
-X = array("b", [64, -32])
+from tinymodels import X, cnn, tiny
 
 
 @pytest.mark.parametrize("backend", ["python", "numpy"])
@@ -146,3 +137,20 @@ def test_calibration_ignores_samples_without_error():
     assert m.predict(right[0], dynamic=True) == 0
     pt.calibrate(m, [right] * 5 + [wrong] * 2)
     assert lin2.gbits > 0 and lin1.gbits > 0 and lin2.bshift > 0
+
+
+@pytest.mark.parametrize("method", [pt.NITI, pt.TinTin, pt.FQT])
+def test_dynamic_training_drops_stale_static_shifts(method):
+    """Shifts calibrated before dynamic training describe the old weights;
+    evaluate() after training must score the trained network, not a mix."""
+    m, data = cnn(3)
+    pt.calibrate(m, data)
+    assert m.static
+    before = [l.shift for l in m.param_layers()]
+    t = method(m, head_only=True)
+    lo = [l.shift for l in m.param_layers()]
+    assert lo[:-1] == before[:-1] and lo[-1] is None  # below the trained layer they still hold
+    for _ in range(3):
+        t.epoch(data)
+    assert not m.static
+    assert pt.evaluate(m, data) == pt.evaluate(m, data, dynamic=True) == t.evaluate(data)

@@ -7,11 +7,13 @@ from picotrain.rng import XorShift32
 X = array("b", [64, -32])
 
 
-def tiny():
-    """Linear(2, 2) with the weights of the hand-worked steps in NUMERICS.md."""
+def tiny(shift=None):
+    """Linear(2, 2) with the weights of the hand-worked steps in NUMERICS.md
+    (shift: its static forward and error shifts, None for uncalibrated)."""
     lin = pt.Linear(2, 2)
     lin.weight.data = array("b", [10, -20, 30, 5])
     lin.weight.exp = -7
+    lin.shift = lin.bshift = shift
     return pt.Model([lin], (2,), in_exp=-7)
 
 
