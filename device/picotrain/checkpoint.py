@@ -4,7 +4,7 @@
     from picotrain.checkpoint import Checkpoint
 
     ck = Checkpoint("run", every=256)            # every 256 samples, and every epoch
-    t = ck.resume() or pt.PRIOT(pt.load("model.pt8"), rate=4)
+    t = ck.resume() or pt.PRIOT(pt.load("model.pt8"))
     t.fit(ds, epochs=30, checkpoint=ck)          # after a reset, the same lines continue
 
 A checkpoint is an ordinary model file (docs/MODELFILE.md) whose META holds
