@@ -31,11 +31,13 @@ def _ms():
 
 
 def _free_heap():
-    try:
-        import gc
-        return gc.mem_free()
-    except (ImportError, AttributeError):
+    """Free heap after a collection (without one, garbage from the epoch's
+    logging would look like a leak); -1 where there is no such figure."""
+    import gc
+    if not hasattr(gc, "mem_free"):  # CPython
         return -1
+    gc.collect()
+    return gc.mem_free()
 
 
 class Trainer:
