@@ -115,6 +115,8 @@ class Linear(_Param):
     kind = 1
 
     def __init__(self, n_in, n_out, bias=False):
+        if n_in < 1 or n_out < 1:
+            raise ValueError("Linear: need n_in, n_out >= 1; got %d, %d" % (n_in, n_out))
         self.n_in, self.n_out = n_in, n_out
         self._init_params(n_in * n_out, n_out, bias)
 
@@ -161,9 +163,9 @@ class Conv2d(_Param):
     kind = 2
 
     def __init__(self, c_in, c_out, k, stride=1, pad=0, bias=False):
-        if k < 1 or stride < 1 or pad < 0 or pad >= k:
-            raise ValueError("Conv2d: need k >= 1, stride >= 1, 0 <= pad < k; got k=%d stride=%d pad=%d"
-                             % (k, stride, pad))
+        if c_in < 1 or c_out < 1 or k < 1 or stride < 1 or pad < 0 or pad >= k:
+            raise ValueError("Conv2d: need c_in, c_out, k, stride >= 1 and 0 <= pad < k; got c_in=%d "
+                             "c_out=%d k=%d stride=%d pad=%d" % (c_in, c_out, k, stride, pad))
         self.c_in, self.c_out, self.k, self.stride, self.pad = c_in, c_out, k, stride, pad
         self._init_params(c_out * c_in * k * k, c_out, bias)
 

@@ -1,5 +1,6 @@
 """Layers against a float reference: the only error allowed is the final
 rounding to int8 (half an output LSB) unless the value saturates."""
+import re
 from array import array
 
 import numpy as np
@@ -130,6 +131,20 @@ def test_bad_input_is_named():
         m.predict([1, 2, 3, 4])
     with pytest.raises(TypeError, match="array\\('b'\\)"):
         m.predict(array("h", [1, 2, 3, 4]))
+
+
+@pytest.mark.parametrize("make, what", [
+    (lambda: pt.Linear(0, 3), "n_in, n_out >= 1; got 0, 3"),
+    (lambda: pt.Linear(3, 0), "n_in, n_out >= 1; got 3, 0"),
+    (lambda: pt.Conv2d(0, 2, 3), "c_in=0"),
+    (lambda: pt.Conv2d(1, 0, 3), "c_out=0"),
+    (lambda: pt.Conv2d(1, 2, 3, pad=3), "pad=3"),
+    (lambda: pt.MaxPool2d(0), "k >= 1, got 0"),
+])
+def test_layers_without_units_are_refused(make, what):
+    """A layer with no channels or units is a mistake, not an empty tensor."""
+    with pytest.raises(ValueError, match=re.escape(what)):
+        make()
 
 
 def test_leading_relu_and_flatten_work():
