@@ -106,9 +106,13 @@ def calls(seed=1, n_conv=24, n_fc=12, n_elem=12):
         y = _s8(rng, n, 0.6)
         out.append(("relu_s8", [array("b", y), n]))
         out.append(("relu_bwd_s8", [y, _s8(rng, n, 0.8), n]))
-        g = array("i", [rng.choice([0, 0, 0, rng.randint(-2**20, 2**20)]) for _ in range(n)])
+        # runs of zero gradients (a layer with no error), extremes, every kind of shift
+        zero_run = rng.randint(0, n)
+        g = array("i", [0 if zero_run <= j < zero_run + 40 else
+                        rng.choice([0, 0, 0, rng.randint(-2**20, 2**20), -2**31, 2**31 - 1, rng.randint(-9, 9)])
+                        for j in range(n)])
         wv = _s8(rng, n, 0.9)
-        out.append(("update_s8", [wv, g, n, rng.choice([0, 1, 4, 7, 12])]))
+        out.append(("update_s8", [wv, g, n, rng.choice([-3, 0, 1, 4, 7, 12, 31])]))
         c, k = rng.randint(1, 3), rng.choice([2, 2, 3])
         hh, ww = rng.randint(k, 13), rng.randint(k, 13)
         xp = _s8(rng, c * hh * ww, 0.7)
