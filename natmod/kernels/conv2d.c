@@ -112,17 +112,19 @@ static inline int32_t masked_weight(const int8_t *w, const pt_scores_t *sc, int3
     return w[j];
 }
 
-/* Forward (masked when sc has scores). */
+/* Forward (masked when sc has scores) of the output channels [c0, c1), into
+ * out[0 : (c1 - c0) * plane]; si0 is the index of channel c0's first score.
+ * The other forward passes below take the same range. */
 static PT_NOINLINE void conv_fwd(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
-                     int32_t *out, const pt_conv2d_dims_t *d) {
+                     int32_t *out, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1, uint32_t si0) {
     const int32_t k = d->k, stride = d->stride, pad = d->pad, ow = d->ow;
     const int32_t plane = d->oh * d->ow, hw = d->h * d->w, xstep = stride * d->w;
-    uint32_t j = 0, si = 0;
+    uint32_t j = (uint32_t)(c0 * d->c_in * k * k), si = si0;
     int32_t co, ci, kh, kw, t;
-    for (t = 0; t < d->c_out * plane; t++) {
+    for (t = 0; t < (c1 - c0) * plane; t++) {
         out[t] = 0;
     }
-    for (co = 0; co < d->c_out; co++) {
+    for (co = c0; co < c1; co++) {
         for (ci = 0; ci < d->c_in; ci++) {
             for (kh = 0; kh < k; kh++) {
                 int32_t y0, y1;
@@ -139,7 +141,7 @@ static PT_NOINLINE void conv_fwd(const int8_t *x, const int8_t *w, const pt_scor
                         continue;
                     }
                     xoff = ci * hw + (y0 * stride - pad + kh) * d->w + x0 * stride - pad + kw;
-                    ooff = co * plane + y0 * ow + x0;
+                    ooff = (co - c0) * plane + y0 * ow + x0;
                     for (oy = y0; oy < y1; oy++, xoff += xstep, ooff += ow) {
                         if (stride == 1) {
                             row_fwd1(out + ooff, x + xoff, cnt, wv);
@@ -304,12 +306,12 @@ static PT_NOINLINE void block4_k5(const int8_t *xb, const int8_t *wc, int32_t c_
 
 /* The dense forward pass (dense_fwd_ok). */
 static PT_NOINLINE void conv_fwd_dense(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
-                           int32_t *out, const pt_conv2d_dims_t *d) {
+                           int32_t *out, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1, uint32_t si0) {
     const int32_t k = d->k, W = d->w, hw = d->h * W, ow = d->ow, nco = d->c_in * k * k;
-    uint32_t j = 0, si = 0;
+    uint32_t j = (uint32_t)(c0 * nco), si = si0;
     int32_t co, oy, ox;
     int8_t wst[DENSE_W_MAX];
-    for (co = 0; co < d->c_out; co++) {
+    for (co = c0; co < c1; co++) {
         const int8_t *wc = w + co * nco;
         if (sc != NULL) {
             si = pt_mask_range_s8(wc, sc, thr, j, si, wst, nco);
@@ -318,7 +320,7 @@ static PT_NOINLINE void conv_fwd_dense(const int8_t *x, const int8_t *w, const p
         }
         for (oy = 0; oy < d->oh; oy++) {
             const int8_t *xr = x + oy * W;
-            int32_t *orow = out + (co * d->oh + oy) * ow;
+            int32_t *orow = out + ((co - c0) * d->oh + oy) * ow;
             for (ox = 0; ox + 4 <= ow; ox += 4) {
 #if PT_ASM_M0
                 if (k == 5 && d->c_in > 0) {
@@ -992,13 +994,13 @@ static void fwd_block(const nz_t *L, const int8_t *wblk, int32_t *op) {
  * input plane is listed once for all output channels (the score of edge j is
  * scores[j]); compact scores (PRIOT-S) walk the edges in order instead. */
 static PT_NOINLINE void conv_fwd_sparse(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
-                            int32_t *out, const pt_conv2d_dims_t *d) {
+                            int32_t *out, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1, uint32_t si0) {
     const int32_t k = d->k, kk = k * k, hw = d->h * d->w, plane = d->oh * d->ow, nco = d->c_in * kk;
-    uint32_t j = 0, si = 0;
+    uint32_t j = (uint32_t)(c0 * nco), si = si0;
     int32_t co, ci, t, nz, done;
     int8_t wblk[KFWD_MAX * KFWD_MAX];
     nz_t L;
-    zero_s32(out, d->c_out * plane);
+    zero_s32(out, (c1 - c0) * plane);
     nz_setup(&L, d->h, d->w, 1, d->pad - (k - 1), k, d->oh, d->ow);
     if (sc == NULL || sc->subset == NULL) {
         for (ci = 0; ci < d->c_in; ci++) {
@@ -1008,21 +1010,21 @@ static PT_NOINLINE void conv_fwd_sparse(const int8_t *x, const int8_t *w, const 
                 if (L.n_in + L.n_bd == 0) {
                     break;
                 }
-                for (co = 0; co < d->c_out; co++) {
+                for (co = c0; co < c1; co++) {
                     j = (uint32_t)(co * nco + ci * kk);
                     pt_mask_range_s8(w + j, sc, thr, j, j, wblk, kk);
                     for (nz = 0, t = 0; t < kk; t++) {
                         nz |= wblk[t];
                     }
                     if (nz) {
-                        fwd_block(&L, wblk, out + co * plane);
+                        fwd_block(&L, wblk, out + (co - c0) * plane);
                     }
                 }
             } while (!done);
         }
         return;
     }
-    for (co = 0; co < d->c_out; co++) {
+    for (co = c0; co < c1; co++) {
         for (ci = 0; ci < d->c_in; ci++) {
             si = pt_mask_range_s8(w + j, sc, thr, j, si, wblk, kk);
             j += (uint32_t)kk;
@@ -1038,37 +1040,39 @@ static PT_NOINLINE void conv_fwd_sparse(const int8_t *x, const int8_t *w, const 
                 if (L.n_in + L.n_bd == 0) {
                     break;
                 }
-                fwd_block(&L, wblk, out + co * plane);
+                fwd_block(&L, wblk, out + (co - c0) * plane);
             } while (!done);
         }
     }
 }
 
-/* The forward pass: sparse when few inputs are nonzero, else dense when the
- * geometry allows, else the general loop. A nonzero input costs the sparse
- * path about 2x what the dense path pays per output per (input channel, tap),
- * so sparse wins when nonzeros < c_in * oh * ow / 2 (benchmarks/RESULTS.md). */
-static void conv_fwd_any(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
-                         int32_t *out, const pt_conv2d_dims_t *d) {
-    const int dense = dense_fwd_ok(d);
-    if (d->c_out * d->oh * d->ow == 0) {
+/* The forward pass takes the sparse path when few inputs are nonzero, else
+ * the dense one when the geometry allows, else the general loop. A nonzero
+ * input costs the sparse path about 2x what the dense path pays per output
+ * per (input channel, tap), so sparse wins when nonzeros < c_in * oh * ow / 2
+ * (benchmarks/RESULTS.md). */
+int pt_conv2d_fwd_sparse(const int8_t *x, const pt_conv2d_dims_t *d) {
+    return sparse_fwd_ok(d) &&
+           (!dense_fwd_ok(d) || 2 * count_nonzero(x, d->c_in * d->h * d->w) < d->c_in * d->oh * d->ow);
+}
+
+void pt_conv2d_range_s32(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
+                         int32_t *out, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1, int sparse) {
+    const uint32_t si0 = scores_of(sc, 0, (uint32_t)(c0 * d->c_in * d->k * d->k));
+    if ((c1 - c0) * d->oh * d->ow == 0) {
         return;   /* no output */
     }
-    if (sparse_fwd_ok(d)) {
-        if (!dense || 2 * count_nonzero(x, d->c_in * d->h * d->w) < d->c_in * d->oh * d->ow) {
-            conv_fwd_sparse(x, w, sc, thr, out, d);
-            return;
-        }
-    }
-    if (dense) {
-        conv_fwd_dense(x, w, sc, thr, out, d);
+    if (sparse) {
+        conv_fwd_sparse(x, w, sc, thr, out, d, c0, c1, si0);
+    } else if (dense_fwd_ok(d)) {
+        conv_fwd_dense(x, w, sc, thr, out, d, c0, c1, si0);
     } else {
-        conv_fwd(x, w, sc, thr, out, d);
+        conv_fwd(x, w, sc, thr, out, d, c0, c1, si0);
     }
 }
 
 void pt_conv2d_s8_s32_chw(const int8_t *x, const int8_t *w, int32_t *out, const pt_conv2d_dims_t *d) {
-    conv_fwd_any(x, w, NULL, 0, out, d);
+    pt_conv2d_range_s32(x, w, NULL, 0, out, d, 0, d->c_out, pt_conv2d_fwd_sparse(x, d));
 }
 
 void pt_conv2d_t_s8_s32_chw(const int8_t *e, const int8_t *w, int32_t *out, const pt_conv2d_dims_t *d) {
@@ -1081,7 +1085,8 @@ void pt_conv2d_t_s8_s32_chw(const int8_t *e, const int8_t *w, int32_t *out, cons
 
 void pt_conv2d_mask_s8_s32_chw(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
                                int32_t *out, const pt_conv2d_dims_t *d) {
-    conv_fwd_any(x, w, (sc != NULL && sc->data != NULL) ? sc : NULL, thr, out, d);
+    pt_conv2d_range_s32(x, w, (sc != NULL && sc->data != NULL) ? sc : NULL, thr, out, d, 0, d->c_out,
+                        pt_conv2d_fwd_sparse(x, d));
 }
 
 void pt_conv2d_t_mask_s8_s32_chw(const int8_t *e, const int8_t *w, const pt_scores_t *sc, int32_t thr,
