@@ -233,21 +233,19 @@ static void block4_c(const int8_t *xb, const int8_t *wc, int32_t c_in, int32_t k
 }
 
 #if PT_ASM_M0
-/* block4_c for k = 5. Registers: r8-r11 the four sums, r12 the weight
- * pointer, lr the channels left; low: the row's five weights w0-w4, the input
- * row pointer, t (the input byte) and u (its copy while it has further uses).
- * Input byte j of the row feeds output i with weight j - i. */
+/* block4_c for k = 5, the weights staged as int32 (issue 8: one ldm loads a
+ * row's five, 8 cycles where ldrb + sxtb took 18: 87 cycles per row of 20
+ * MACs). Registers: r8-r11 the four sums, r12 the weight pointer, lr the
+ * channels left; r0-r4 the row's five weights w0-w4 (in that order for the
+ * ldm), r5 t (the input byte), r6 u (its copy while it has further uses), r7
+ * the input row pointer. Input byte j of the row feeds output i with weight
+ * j - i. */
 #define B4_X(j) "ldrb %[t], [%[xp], #" #j "]\n\t" "sxtb %[t], %[t]\n\t"
 #define B4_C(w, a) "mov %[u], %[t]\n\t" "muls %[u], %[" #w "]\n\t" "add %[" #a "], %[u]\n\t"
 #define B4_L(w, a) "muls %[t], %[" #w "]\n\t" "add %[" #a "], %[t]\n\t"
 #define B4_ROW                                                                  \
     "mov %[t], %[wp]\n\t"                                                     \
-    "ldrb %[w0], [%[t], #0]\n\t" "sxtb %[w0], %[w0]\n\t"                    \
-    "ldrb %[w1], [%[t], #1]\n\t" "sxtb %[w1], %[w1]\n\t"                    \
-    "ldrb %[w2], [%[t], #2]\n\t" "sxtb %[w2], %[w2]\n\t"                    \
-    "ldrb %[w3], [%[t], #3]\n\t" "sxtb %[w3], %[w3]\n\t"                    \
-    "ldrb %[w4], [%[t], #4]\n\t" "sxtb %[w4], %[w4]\n\t"                    \
-    "adds %[t], #5\n\t"                                                       \
+    "ldmia %[t]!, {r0, r1, r2, r3, r4}\n\t"                                   \
     "mov %[wp], %[t]\n\t"                                                     \
     B4_X(0) B4_L(w0, a0)                                                        \
     B4_X(1) B4_C(w1, a0) B4_L(w0, a1)                                           \
@@ -259,15 +257,21 @@ static void block4_c(const int8_t *xb, const int8_t *wc, int32_t c_in, int32_t k
     B4_X(7) B4_L(w4, a3)
 #define B4_NEXT_ROW "ldr %[t], %[rstep]\n\t" "adds %[xp], %[xp], %[t]\n\t"
 
-static PT_NOINLINE void block4_k5(const int8_t *xb, const int8_t *wc, int32_t c_in, int32_t W, int32_t hw,
+static PT_NOINLINE void block4_k5(const int8_t *xb, const int32_t *wc, int32_t c_in, int32_t W, int32_t hw,
                                   int32_t *out) {
     register int32_t a0 __asm__("r8");
     register int32_t a1 __asm__("r9");
     register int32_t a2 __asm__("r10");
     register int32_t a3 __asm__("r11");
-    register const int8_t *wp __asm__("r12") = wc;
-    const int8_t *xp = xb;
-    int32_t w0, w1, w2, w3, w4, t, u;
+    register const int32_t *wp __asm__("r12") = wc;
+    register int32_t w0 __asm__("r0");
+    register int32_t w1 __asm__("r1");
+    register int32_t w2 __asm__("r2");
+    register int32_t w3 __asm__("r3");
+    register int32_t w4 __asm__("r4");
+    register int32_t t __asm__("r5");
+    register int32_t u __asm__("r6");
+    register const int8_t *xp __asm__("r7") = xb;
     int32_t rstep = W, cstep = hw - 4 * W;
     __asm__ volatile(
         ".syntax unified\n\t"
@@ -311,6 +315,9 @@ static PT_NOINLINE void conv_fwd_dense(const int8_t *x, const int8_t *w, const p
     uint32_t j = (uint32_t)(c0 * nco), si = si0;
     int32_t co, oy, ox;
     int8_t wst[DENSE_W_MAX];
+#if PT_ASM_M0
+    int32_t w32[DENSE_W_MAX];   /* block4_k5's weights, widened once per channel */
+#endif
     for (co = c0; co < c1; co++) {
         const int8_t *wc = w + co * nco;
         if (sc != NULL) {
@@ -318,13 +325,20 @@ static PT_NOINLINE void conv_fwd_dense(const int8_t *x, const int8_t *w, const p
             j += (uint32_t)nco;
             wc = wst;
         }
+#if PT_ASM_M0
+        if (k == 5) {
+            for (ox = 0; ox < nco; ox++) {
+                w32[ox] = wc[ox];
+            }
+        }
+#endif
         for (oy = 0; oy < d->oh; oy++) {
             const int8_t *xr = x + oy * W;
             int32_t *orow = out + ((co - c0) * d->oh + oy) * ow;
             for (ox = 0; ox + 4 <= ow; ox += 4) {
 #if PT_ASM_M0
                 if (k == 5 && d->c_in > 0) {
-                    block4_k5(xr + ox, wc, d->c_in, W, hw, orow + ox);
+                    block4_k5(xr + ox, w32, d->c_in, W, hw, orow + ox);
                     continue;
                 }
 #endif
@@ -988,22 +1002,32 @@ static void fwd_block(const nz_t *L, const int8_t *wblk, int32_t *op) {
     }
 }
 
+#define SPARSE_CO_MAX 64   /* output channels whose compact score indices fit the stack */
+
 /* Forward pass from the nonzero inputs (sparse_fwd_ok: stride 1): out = 0,
  * then every nonzero x[ci][y][xx] adds its value times the (masked) weights
- * of (co, ci) to the outputs it feeds. With no scores or dense scores each
- * input plane is listed once for all output channels (the score of edge j is
- * scores[j]); compact scores (PRIOT-S) walk the edges in order instead. */
+ * of (co, ci) to the outputs it feeds. Each input plane is listed once for
+ * all output channels: the score of edge j is scores[j], or with compact
+ * scores (PRIOT-S) scores[sic[co - c0]], each channel's next score index
+ * (issue 8: listing a plane again per channel cost as much as the scatter);
+ * beyond SPARSE_CO_MAX channels compact scores walk the edges in order. */
 static PT_NOINLINE void conv_fwd_sparse(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
                             int32_t *out, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1, uint32_t si0) {
     const int32_t k = d->k, kk = k * k, hw = d->h * d->w, plane = d->oh * d->ow, nco = d->c_in * kk;
-    uint32_t j = (uint32_t)(c0 * nco), si = si0;
+    uint32_t j = (uint32_t)(c0 * nco), si = si0, sic[SPARSE_CO_MAX];
     int32_t co, ci, t, nz, done;
     int8_t wblk[KFWD_MAX * KFWD_MAX];
     nz_t L;
+    const int compact = sc != NULL && sc->subset != NULL;
     zero_s32(out, (c1 - c0) * plane);
     nz_setup(&L, d->h, d->w, 1, d->pad - (k - 1), k, d->oh, d->ow);
-    if (sc == NULL || sc->subset == NULL) {
+    if (!compact || c1 - c0 <= SPARSE_CO_MAX) {
+        for (co = c0; compact && co < c1; co++) {
+            sic[co - c0] = si;
+            si += pt_popcount_range(sc->subset, (uint32_t)(co * nco), (uint32_t)nco);
+        }
         for (ci = 0; ci < d->c_in; ci++) {
+            int listed = 0;
             nz_rewind(&L);
             do {
                 done = nz_scan(&L, x + ci * hw);
@@ -1012,7 +1036,14 @@ static PT_NOINLINE void conv_fwd_sparse(const int8_t *x, const int8_t *w, const 
                 }
                 for (co = c0; co < c1; co++) {
                     j = (uint32_t)(co * nco + ci * kk);
-                    pt_mask_range_s8(w + j, sc, thr, j, j, wblk, kk);
+                    if (!compact) {
+                        pt_mask_range_s8(w + j, sc, thr, j, j, wblk, kk);
+                    } else if (!listed) {   /* the block's scores are consumed once */
+                        sic[co - c0] = pt_mask_range_s8(w + j, sc, thr, j, sic[co - c0], wblk, kk);
+                    } else {
+                        pt_mask_range_s8(w + j, sc, thr, j, sic[co - c0] - scores_of(sc, j, (uint32_t)kk), wblk,
+                                         kk);
+                    }
                     for (nz = 0, t = 0; t < kk; t++) {
                         nz |= wblk[t];
                     }
@@ -1020,7 +1051,11 @@ static PT_NOINLINE void conv_fwd_sparse(const int8_t *x, const int8_t *w, const 
                         fwd_block(&L, wblk, out + (co - c0) * plane);
                     }
                 }
+                listed = 1;
             } while (!done);
+            for (co = c0; compact && !listed && co < c1; co++) {   /* an empty plane: skip its scores */
+                sic[co - c0] += scores_of(sc, (uint32_t)(co * nco + ci * kk), (uint32_t)kk);
+            }
         }
         return;
     }

@@ -266,6 +266,21 @@ PT_INLINE int pt_edge_scored(const uint8_t *subset, uint32_t j) {
     return subset == NULL || ((subset[j >> 3] >> (j & 7)) & 1);
 }
 
+/* Set bits of a 32-bit word (SWAR; the last step a multiply: single-cycle on the M0+). */
+PT_INLINE uint32_t pt_popcount32(uint32_t b) {
+    b = b - ((b >> 1) & 0x55555555u);
+    b = (b & 0x33333333u) + ((b >> 2) & 0x33333333u);
+    b = (b + (b >> 4)) & 0x0F0F0F0Fu;
+    return (b * 0x01010101u) >> 24;
+}
+
+/* Index of the lowest set bit of v != 0 (de Bruijn: the M0+ has no count-zeros). */
+PT_INLINE uint32_t pt_lowest_bit(uint32_t v) {
+    static const uint8_t pos[32] = {0, 1, 28, 2, 29, 14, 24, 3, 30, 22, 20, 15, 25, 17, 4, 8,
+                                    31, 27, 13, 23, 21, 19, 16, 7, 26, 12, 18, 6, 11, 5, 10, 9};
+    return pos[((v & (0u - v)) * 0x077CB531u) >> 27];
+}
+
 /* Number of set bits among the first n bits of a bitmap (compact scores). */
 int32_t pt_popcount_bits(const uint8_t *bits, int32_t n);
 
