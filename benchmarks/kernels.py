@@ -53,7 +53,8 @@ TARGET_MS = {"StaticNITI": 26, "PRIOT": 28, "PRIOT-S p=0.9": 24, "PRIOT-S p=0.5"
 # The kernels whose work is multiply-accumulates (MAC counts; the rest count items).
 MAC_KERNELS = {"fc_s8_s32", "fc_t_s8_s32", "outer_s8_s32", "fc_mask_s8_s32", "fc_t_mask_s8_s32",
                "fc_score_s8", "conv2d_s8_s32_chw", "conv2d_t_s8_s32_chw", "conv2d_grad_s8_s32_chw",
-               "conv2d_mask_s8_s32_chw", "conv2d_t_mask_s8_s32_chw", "conv2d_score_s8_chw"}
+               "conv2d_mask_s8_s32_chw", "conv2d_t_mask_s8_s32_chw", "conv2d_score_s8_chw",
+               "conv2d_s8_s8_chw", "conv2d_mask_s8_s8_chw"}
 
 
 def ms(cycles):
@@ -64,7 +65,8 @@ def ms(cycles):
 
 def _conv_geom(name, a):
     off = {"conv2d_s8_s32_chw": 3, "conv2d_t_s8_s32_chw": 3, "conv2d_grad_s8_s32_chw": 3,
-           "conv2d_mask_s8_s32_chw": 6, "conv2d_t_mask_s8_s32_chw": 6, "conv2d_score_s8_chw": 7}[name]
+           "conv2d_mask_s8_s32_chw": 6, "conv2d_t_mask_s8_s32_chw": 6, "conv2d_score_s8_chw": 7,
+           "conv2d_s8_s8_chw": 4, "conv2d_mask_s8_s8_chw": 7}[name]
     return a[off:off + 7]
 
 
@@ -109,7 +111,8 @@ def _sparse_operands(name):
     return {"fc_s8_s32": (0,), "fc_mask_s8_s32": (0,), "fc_t_s8_s32": (0,), "fc_t_mask_s8_s32": (0,),
             "outer_s8_s32": (0, 1), "fc_score_s8": (0, 1), "conv2d_s8_s32_chw": (0,),
             "conv2d_mask_s8_s32_chw": (0,), "conv2d_t_s8_s32_chw": (0,), "conv2d_t_mask_s8_s32_chw": (0,),
-            "conv2d_grad_s8_s32_chw": (0, 1), "conv2d_score_s8_chw": (0, 1)}.get(name, ())
+            "conv2d_grad_s8_s32_chw": (0, 1), "conv2d_score_s8_chw": (0, 1), "conv2d_s8_s8_chw": (0,),
+            "conv2d_mask_s8_s8_chw": (0,)}.get(name, ())
 
 
 def densify(name, args, seed=7):
@@ -164,6 +167,49 @@ def baseline_image(rev):
     return emu.build_image(tmp)
 
 
+FUSED = ("conv2d_s8_s8_chw", "conv2d_mask_s8_s8_chw")
+
+
+def run_unfused(image, c):
+    """A fused conv + requant call (issue 8) run as the calls it replaces, conv2d_(mask_)s8_s32_chw
+    into a whole int32 map, bias_add_s32, requant_s32_s8 of its channels [c0, c1), on `image` (the
+    kernels before the fused one existed): (result with the summed cycles, differences from
+    the recorded output)."""
+    a = list(c.args)
+    if c.name == "conv2d_s8_s8_chw":
+        a = [a[0], a[1], None, None, 0, *a[2:]]
+    x, w, sc, sub, thr = a[:5]
+    geom = a[7:14]
+    shift, bias, d = a[14:17]
+    c_out = geom[3]
+    c0 = a[17] if len(a) > 17 else 0
+    c1 = a[18] if len(a) > 18 and a[18] is not None else c_out
+    plane = PY.conv_out_size(geom[1], geom[4], geom[5], geom[6]) * PY.conv_out_size(geom[2], geom[4], geom[5], geom[6])
+    acc = array("i", bytes(4 * c_out * plane))
+    steps = [("conv2d_mask_s8_s32_chw", [x, w, sc, sub, thr, acc, *geom])]
+    if bias is not None:
+        steps.append(("bias_add_s32", [acc, bias, c_out, plane, d]))
+    part = array("b", bytes((c1 - c0) * plane))
+    steps.append(("requant_s32_s8", [None, part, (c1 - c0) * plane, shift]))
+    cycles, bad = 0, []
+    for name, args in steps:
+        if name == "requant_s32_s8":
+            args[0] = array("i", acc[c0 * plane:c1 * plane])
+        ref = [_clone(v) for v in args]
+        ret = getattr(PY, name)(*ref)
+        res = emu.run_call(image, name, args)
+        bad += emu.check_call(res, name, {i: bytes(v) for i, v in enumerate(ref) if isinstance(v, (array, bytearray))},
+                              ret)
+        cycles += res.cycles
+        for i, v in enumerate(ref):  # the next call reads what this one wrote
+            if isinstance(v, array):
+                args[i][:] = v
+    if bytes(part) != c.after[5 if c.name == "conv2d_mask_s8_s8_chw" else 2][c0 * plane:c1 * plane]:
+        bad.append("the unfused calls' output differs from the fused call's")
+    res.cycles = cycles
+    return res, bad
+
+
 def run_method(method, model_path, model, samples, images, dense=True, bind_image=None, dual=True, log=print):
     """Record one step of `method` and run every call on each image; a list of rows."""
     m = copy.deepcopy(model) if model is not None else record.load_model(model_path)
@@ -173,8 +219,11 @@ def run_method(method, model_path, model, samples, images, dense=True, bind_imag
         macs, unit, shape = work(c.name, c.args)
         row = {"layer": c.layer, "kernel": c.name, "shape": shape, "work": macs, "unit": unit}
         for key, image in images.items():
-            res = emu.run_call(image, c.name, c.args)
-            bad = emu.check_call(res, c.name, c.after, c.ret)
+            if key == "before" and c.name in FUSED:
+                res, bad = run_unfused(image, c)
+            else:
+                res = emu.run_call(image, c.name, c.args)
+                bad = emu.check_call(res, c.name, c.after, c.ret)
             row[key] = res.cycles
             row[key + "_exact"] = not bad
             row[key + "_stack"] = res.stack_bytes
@@ -376,6 +425,15 @@ def main(argv=None):
     return 0 if ok else 1
 
 
+def _scratch_saved(results):
+    """', N bytes fewer than NITI's' for the report, when both kinds of method were run."""
+    dyn = results.get("NITI")
+    static = next((r for n, r in results.items() if n != "NITI"), None)
+    if dyn is None or static is None:
+        return ""
+    return ": %s bytes fewer than NITI's" % fmt(dyn["memory"]["scratch"] - static["memory"]["scratch"])
+
+
 def report(results, images, model_desc, args, factor, seconds):
     has_before = "before" in images
     gcc = subprocess.run(["arm-none-eabi-gcc", "-dumpversion"], capture_output=True, text=True).stdout.strip()
@@ -439,11 +497,14 @@ def report(results, images, model_desc, args, factor, seconds):
           "subsets: PRIOT's int8 score per scored edge and PRIOT-S's bitmap; activations: every "
           "layer's int8 output (ReLU and Flatten share their input's); errors: the two ping-pong "
           "int8 error buffers; scratch: the shared int32 accumulator and the max-pool argmax "
-          "indices; gradients: NITI's int32 weight gradients (PRIOT at batch 1 fuses the score step "
+          "indices (methods with static shifts fuse each convolution with its requantization, so "
+          "their accumulator holds only an error to a layer's input and one output plane%s); "
+          "gradients: NITI's int32 weight gradients (PRIOT at batch 1 fuses the score step "
           "into the gradient, no buffer). The paper's Table II counts the same kinds of tensors "
           "(activations, gradients, weights, scores); it does not list its buffers one by one, so "
           "the split cannot be matched line by line. Kernel stack (not in the table): at most "
-          "%s bytes per call (measured)." % fmt(max(r["stack"] for r in results.values())), ""]
+          "%s bytes per call (measured)." % (_scratch_saved(results), fmt(max(r["stack"] for r in results.values()))),
+          ""]
     # ---- dual core
     if any(r["dual"] for r in results.values()):
         L += dualcore.report(results, ms)

@@ -10,9 +10,9 @@
  * rest of the interpreter (glue.py, callgrind); the stand-ins cost a few
  * cycles per argument, which kb_bind_overhead() measures to subtract.
  *
- * kb_bind(fn, spec, b0..b5): spec[0] = number of arguments, then per argument
+ * kb_bind(fn, spec, b0..b7): spec[0] = number of arguments, then per argument
  * one word: kind << 24 | value, kind 0 = small int (value: 24-bit signed),
- * 1 = None, 2 = buffer (value: index of b0..b5 << 16 | typecode << 8), with the
+ * 1 = None, 2 = buffer (value: index of b0..b7 << 16 | typecode << 8), with the
  * buffer's byte length in a second word. fn indexes FUNS below. Returns the
  * binding's return value (a small int decoded, else 0).
  */
@@ -71,14 +71,17 @@ static const bind_fn_t FUNS[] = {
     b_mask_s8, b_fc_mask_s8_s32, b_fc_t_mask_s8_s32,
     b_conv2d_mask_s8_s32_chw, b_conv2d_t_mask_s8_s32_chw,
     b_fc_score_s8, b_conv2d_score_s8_chw, b_score_update_s8,
+    b_conv2d_s8_s8_chw, b_conv2d_mask_s8_s8_chw,
 };
 
-#define MAX_ARGS 16
+#define MAX_ARGS 20
+#define MAX_BUFS 8
 
 /* Build the argument objects, call binding FUNS[fn]. */
-int32_t kb_bind(int32_t fn, const int32_t *spec, void *b0, void *b1, void *b2, void *b3, void *b4, void *b5) {
-    void *bufs[6];
-    fake_obj_t objs[6];
+int32_t kb_bind(int32_t fn, const int32_t *spec, void *b0, void *b1, void *b2, void *b3, void *b4, void *b5,
+                void *b6, void *b7) {
+    void *bufs[MAX_BUFS];
+    fake_obj_t objs[MAX_BUFS];
     mp_obj_t args[MAX_ARGS];
     int32_t n = spec[0], i, w = 1, nb = 0;
     mp_obj_t r;
@@ -88,6 +91,8 @@ int32_t kb_bind(int32_t fn, const int32_t *spec, void *b0, void *b1, void *b2, v
     bufs[3] = b3;
     bufs[4] = b4;
     bufs[5] = b5;
+    bufs[6] = b6;
+    bufs[7] = b7;
     for (i = 0; i < n; i++) {
         int32_t word = spec[w++], kind = (int32_t)((uint32_t)word >> 24);
         if (kind == 0) {

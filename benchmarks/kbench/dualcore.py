@@ -107,6 +107,20 @@ def halves(name, a):
         else:
             join = [(3, "scores")]
         return parts, join
+    if name in ("conv2d_s8_s8_chw", "conv2d_mask_s8_s8_chw"):
+        # issue 8: the fused forward takes the output-channel range itself (c0, c1); each
+        # half writes its channels of the one output and has a scratch of its own
+        off = 4 if name == "conv2d_s8_s8_chw" else 7
+        c_in, h, w, c_out, k, s, p, oh, ow = _conv_parts(a[off:off + 7])
+        if c_out < 2:
+            return None
+        c1, plane, pos = c_out // 2, oh * ow, off - 2
+        parts = []
+        for lo, hi in ((0, c1), (c1, c_out)):
+            b = list(a[:off + 10]) + [lo, hi]
+            b[off - 1] = array("i", a[off - 1])
+            parts.append(b)
+        return parts, [(pos, [(0, pos, 0, c1 * plane), (1, pos, c1 * plane, (c_out - c1) * plane)])]
     if name in ("conv2d_t_s8_s32_chw", "conv2d_t_mask_s8_s32_chw"):
         masked = name == "conv2d_t_mask_s8_s32_chw"
         off = 6 if masked else 3

@@ -130,6 +130,19 @@ def _plan(name, a):
                 B(sub) if sc is not None and sub is not None else 0, _s16(sc), _thr(a[4]), B(a[5]),
                 Buf(conv_dims(*a[6:13]))]
         return "kb_" + name, args, _bufmap(args, {0: 0, 1: 1, 2: 2, 3: 3, 5: 6})
+    if name in ("conv2d_s8_s8_chw", "conv2d_mask_s8_s8_chw"):
+        if name == "conv2d_s8_s8_chw":
+            a = [a[0], a[1], None, None, 0, *a[2:]]
+        sc, sub = a[2], a[3]
+        c0 = a[17] if len(a) > 17 else 0
+        c1 = a[18] if len(a) > 18 and a[18] is not None else a[10]
+        args = [B(a[0]), B(a[1]), B(sc) if sc is not None else 0,
+                B(sub) if sc is not None and sub is not None else 0, _s16(sc), _thr(a[4]), B(a[5]), B(a[6]),
+                len(a[6]), Buf(conv_dims(*a[7:14])), _shift(a[14]), B(a[15]) if a[15] is not None else 0,
+                _shift(a[16]), c0, c1]
+        # acc (args[6]) is scratch: its contents afterwards are not compared
+        m = {0: 0, 1: 1, 2: 2, 3: 3, 5: 6} if name == "conv2d_mask_s8_s8_chw" else {0: 0, 1: 1, 2: 6}
+        return "kb_conv2d_mask_s8_s8_chw", args, _bufmap(args, m)
     if name == "fc_score_s8":
         args = [B(a[0]), B(a[1]), B(a[2]), B(a[3]), B(a[4]) if a[4] is not None else 0, _s16(a[3]),
                 _shift(a[5]), a[6], a[7], a[8]]
@@ -189,7 +202,7 @@ def run_call(image, name, args, trace=False, align=4):
 
 
 RETURNS = {"bitlen_s32", "requant_s32_s8", "argmax_s8", "softmax_xent_s8", "update_s8", "rescale_s32_s8",
-           "fc_score_s8", "conv2d_score_s8_chw", "score_update_s8"}
+           "fc_score_s8", "conv2d_score_s8_chw", "score_update_s8", "conv2d_s8_s8_chw", "conv2d_mask_s8_s8_chw"}
 
 
 def check_call(res, name, after, ret):

@@ -82,6 +82,15 @@ def calls(seed=1, n_conv=24, n_fc=12, n_elem=12):
         smax = 127 if tc == "b" else 32767
         shift = rng.choice([0, 3, 9, 14])
         out.append(("conv2d_score_s8_chw", [e, x, w, array(tc, sc), sub, shift, smax, *g]))
+        # issue 8: the fused forward, a channel range, a scratch of one plane or more
+        c_out, plane = g[3], no // g[3]
+        c0 = rng.randint(0, c_out)
+        c1 = rng.choice([None, rng.randint(c0, c_out)])
+        acc = array("i", [7] * (plane * rng.randint(1, c_out + 1)))
+        bias = rng.choice([None, array("i", [rng.randint(-2**20, 2**20) for _ in range(c_out)])])
+        fused = [array("b", [9] * no), acc, *g, rng.choice([0, 4, 9]), bias, rng.randint(-3, 3), c0, c1]
+        out.append(("conv2d_mask_s8_s8_chw", [x, w, sc, sub, thr, *fused]))
+        out.append(("conv2d_s8_s8_chw", [x, w, *fused]))
     for _ in range(n_fc):
         n_in, n_out = rng.randint(1, 300), rng.randint(1, 13)
         x = _s8(rng, n_in, rng.choice([0.1, 0.5, 1.0]), rng.choice([-128, 0]))
@@ -106,9 +115,13 @@ def calls(seed=1, n_conv=24, n_fc=12, n_elem=12):
         y = _s8(rng, n, 0.6)
         out.append(("relu_s8", [array("b", y), n]))
         out.append(("relu_bwd_s8", [y, _s8(rng, n, 0.8), n]))
-        g = array("i", [rng.choice([0, 0, 0, rng.randint(-2**20, 2**20)]) for _ in range(n)])
+        # runs of zero gradients (a layer with no error), extremes, every kind of shift
+        zero_run = rng.randint(0, n)
+        g = array("i", [0 if zero_run <= j < zero_run + 40 else
+                        rng.choice([0, 0, 0, rng.randint(-2**20, 2**20), -2**31, 2**31 - 1, rng.randint(-9, 9)])
+                        for j in range(n)])
         wv = _s8(rng, n, 0.9)
-        out.append(("update_s8", [wv, g, n, rng.choice([0, 1, 4, 7, 12])]))
+        out.append(("update_s8", [wv, g, n, rng.choice([-3, 0, 1, 4, 7, 12, 31])]))
         c, k = rng.randint(1, 3), rng.choice([2, 2, 3])
         hh, ww = rng.randint(k, 13), rng.randint(k, 13)
         xp = _s8(rng, c * hh * ww, 0.7)

@@ -47,8 +47,10 @@ BINDINGS = ("nothing", "bitlen_s32", "requant_s32_s8", "bias_add_s32", "acc_add_
             "argmax_s8", "softmax_xent_s8", "update_s8",
             "mask_s8", "fc_mask_s8_s32", "fc_t_mask_s8_s32",
             "conv2d_mask_s8_s32_chw", "conv2d_t_mask_s8_s32_chw",
-            "fc_score_s8", "conv2d_score_s8_chw", "score_update_s8")
+            "fc_score_s8", "conv2d_score_s8_chw", "score_update_s8",
+            "conv2d_s8_s8_chw", "conv2d_mask_s8_s8_chw")
 BYTEARRAY_TYPECODE = 1  # py/binary.h
+MAX_BUFS = 8  # kb_bind's b0..b7
 
 
 def _spec(args):
@@ -66,8 +68,8 @@ def _spec(args):
             if not -(1 << 23) <= a < (1 << 23):
                 raise ValueError("int argument %d beyond the driver's 24 bits" % a)
             words.append(a & 0xFFFFFF)
-    if len(bufs) > 6:
-        raise ValueError("more than 6 buffers")
+    if len(bufs) > MAX_BUFS:
+        raise ValueError("more than %d buffers" % MAX_BUFS)
     return words, bufs
 
 
@@ -75,7 +77,7 @@ def binding_cycles(bind_image, name, args):
     """(cycles of the binding's own code for this call, bit-exact?) on the emulator."""
     words, bufs = _spec(args)
     spec = emu.Buf(struct.pack("<%di" % len(words), *words))
-    pad = [0] * (6 - len(bufs))
+    pad = [0] * (MAX_BUFS - len(bufs))
 
     def run(fn):
         res = emu.harness.run_image(bind_image, "kb_bind",

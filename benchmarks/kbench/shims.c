@@ -59,3 +59,14 @@ int32_t kb_score_update_s8(void *data, const uint8_t *subset, int32_t s16, const
     SCORES(sc, data, subset, s16);
     return pt_score_update_s8(&sc, g, w, shift, smax, n);
 }
+
+#ifdef PT_CONV_Q   /* not in the kernels before issue 8 (benchmarks/kernels.py's "before") */
+/* the fused forward (conv2d_q.c); data NULL: the unmasked conv2d_s8_s8_chw */
+int32_t kb_conv2d_mask_s8_s8_chw(const int8_t *x, const int8_t *w, void *data, const uint8_t *subset,
+                                 int32_t s16, int32_t thr, int8_t *out, int32_t *acc, int32_t n_acc,
+                                 const pt_conv2d_dims_t *d, int32_t shift, const int32_t *bias, int32_t bd,
+                                 int32_t c0, int32_t c1) {
+    SCORES(sc, data, subset, s16);
+    return pt_conv2d_mask_s8_s8_chw(x, w, &sc, thr, out, acc, n_acc, d, shift, bias, bd, c0, c1);
+}
+#endif

@@ -22,6 +22,8 @@ NAMES = (
     "mask_s8", "fc_mask_s8_s32", "fc_t_mask_s8_s32",
     "conv2d_mask_s8_s32_chw", "conv2d_t_mask_s8_s32_chw",
     "fc_score_s8", "conv2d_score_s8_chw", "score_update_s8",
+    # issue 8: convolution fused with the static requantization (no int32 feature map)
+    "conv2d_s8_s8_chw", "conv2d_mask_s8_s8_chw",
 )
 
 _active = None

@@ -72,11 +72,16 @@ def topk_abs_s32(g, n, k, idx):
     return t
 
 
+def _bias_terms(bias, d):
+    """bias * 2**d as int64 (d < 0: rounded shift). A left shift past 32
+    saturates any non-zero int32 bias anyway: capped so int64 cannot overflow
+    (the reference shifts Python ints, then saturates)."""
+    b = bias.astype(np.int64)
+    return b << min(d, 32) if d >= 0 else _round(b, -d)
+
+
 def bias_add_s32(acc, bias, c, plane, d):
-    b = _v(bias, _I32, c).astype(np.int64)
-    # a left shift past 32 saturates any non-zero int32 bias anyway: cap it so
-    # int64 cannot overflow (the reference shifts Python ints, then saturates)
-    b = b << min(d, 32) if d >= 0 else _round(b, -d)
+    b = _bias_terms(_v(bias, _I32, c), d)
     a = _v(acc, _I32, c * plane).reshape(c, plane)
     a[:] = _sat32(a.astype(np.int64) + b[:, None])
 
@@ -176,6 +181,27 @@ def conv2d_mask_s8_s32_chw(x, w, scores, subset, thr, out, c_in, h, wd, c_out, k
     W = _masked(w, scores, subset, thr, c_out * c_in * k * k).reshape(c_out, -1)
     r = W @ cols
     _v(out, _I32, r.size)[:] = r.ravel()
+
+
+def conv2d_mask_s8_s8_chw(x, w, scores, subset, thr, out, acc, c_in, h, wd, c_out, k, stride, pad,
+                          shift, bias, d, c0=0, c1=None):
+    """kernels_py.conv2d_mask_s8_s8_chw: the whole int32 map at once here (host
+    memory); acc is scratch and is left as it was."""
+    c1 = c_out if c1 is None else c1
+    cols = _cols(x, c_in, h, wd, k, stride, pad)
+    W = _masked(w, scores, subset, thr, c_out * c_in * k * k).reshape(c_out, -1)[c0:c1]
+    r = W @ cols
+    if bias is not None:
+        r = _sat32(r + _bias_terms(_v(bias, _I32, c_out)[c0:c1], d)[:, None])
+    r = _round(r, shift)
+    plane = cols.shape[1]
+    _v(out, _I8, c_out * plane)[c0 * plane:c1 * plane] = np.clip(r, -Q_MAX, Q_MAX).ravel()
+    return int(np.count_nonzero((r > Q_MAX) | (r < -Q_MAX)))
+
+
+def conv2d_s8_s8_chw(x, w, out, acc, c_in, h, wd, c_out, k, stride, pad, shift, bias, d, c0=0, c1=None):
+    return conv2d_mask_s8_s8_chw(x, w, None, None, 0, out, acc, c_in, h, wd, c_out, k, stride, pad,
+                                 shift, bias, d, c0, c1)
 
 
 def conv2d_s8_s32_chw(x, w, out, c_in, h, wd, c_out, k, stride, pad):

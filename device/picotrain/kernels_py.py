@@ -192,10 +192,15 @@ def _sat32(v):
     return v
 
 
+def _bias_term(b, d):
+    """b * 2**d, for d < 0 a rounded shift."""
+    return b << d if d >= 0 else rshift_round(b, -d)
+
+
 def bias_add_s32(acc, bias, c, plane, d):
     """acc[ch*plane + j] += bias[ch] * 2**d (d < 0: rounded shift), saturated."""
     for ch in range(c):
-        b = bias[ch] << d if d >= 0 else rshift_round(bias[ch], -d)
+        b = _bias_term(bias[ch], d)
         base = ch * plane
         for j in range(base, base + plane):
             acc[j] = _sat32(acc[j] + b)
@@ -329,19 +334,34 @@ def _kept(scores, subset, thr, j, si):
     return 3 if scores[si] >= thr else 2
 
 
-def _conv_walk(src, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad, transpose):
+def _scored_before(scores, subset, j):
+    """Index of edge j's score (or of the next scored edge's)."""
+    if scores is None:
+        return 0
+    if subset is None:
+        return j
+    c = 0
+    for i in range(j):
+        c += (subset[i >> 3] >> (i & 7)) & 1
+    return c
+
+
+def _conv_walk(src, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad, transpose, c0=0, c1=-1):
     """The direct convolution loop shared by forward and error-to-input:
     weights visited in edge order (co, ci, kh, kw), each applied to every
-    output position it touches. transpose=False: out (c_out, oh, ow) +=
-    w * src (input); True: out (c_in, h, wd) += w * src (output error)."""
+    output position it touches. transpose=False: out (c1 - c0, oh, ow) =
+    w * src (input) for the output channels [c0, c1) (c1 = -1: c_out);
+    True: out (c_in, h, wd) = w * src (output error)."""
     oh = conv_out_size(h, k, stride, pad)
     ow = conv_out_size(wd, k, stride, pad)
-    for j in range((c_in * h * wd) if transpose else (c_out * oh * ow)):
+    if c1 < 0:
+        c1 = c_out
+    for j in range((c_in * h * wd) if transpose else ((c1 - c0) * oh * ow)):
         out[j] = 0
-    si = 0
-    j = 0
-    for co in range(c_out):
-        obase = co * oh * ow
+    j = c0 * c_in * k * k
+    si = _scored_before(scores, subset, j)
+    for co in range(c0, c1):
+        obase = (co - c0) * oh * ow
         for ci in range(c_in):
             for kh in range(k):
                 y0 = _lo(kh, pad, stride)
@@ -374,6 +394,33 @@ def conv2d_mask_s8_s32_chw(x, w, scores, subset, thr, out, c_in, h, wd, c_out, k
 
 def conv2d_s8_s32_chw(x, w, out, c_in, h, wd, c_out, k, stride, pad):
     _conv_walk(x, w, None, None, 0, out, c_in, h, wd, c_out, k, stride, pad, False)
+
+
+def conv2d_mask_s8_s8_chw(x, w, scores, subset, thr, out, acc, c_in, h, wd, c_out, k, stride, pad,
+                          shift, bias, d, c0=0, c1=None):
+    """Convolution fused with the static requantization, for the output
+    channels [c0, c1) (c1 None: c_out): out (c_out, oh, ow) int8 gets, bit for
+    bit, conv2d_mask_s8_s32_chw, then bias_add_s32 (bias None: none), then
+    requant_s32_s8 by shift, one channel at a time through the int32 scratch
+    acc (>= oh*ow items; its contents afterwards are unspecified). Returns
+    the saturation count of the channels computed."""
+    if c1 is None:
+        c1 = c_out
+    plane = conv_out_size(h, k, stride, pad) * conv_out_size(wd, k, stride, pad)
+    sat = 0
+    for co in range(c0, c1):
+        _conv_walk(x, w, scores, subset, thr, acc, c_in, h, wd, c_out, k, stride, pad, False, co, co + 1)
+        b = 0 if bias is None else _bias_term(bias[co], d)
+        base = co * plane
+        for j in range(plane):
+            v = acc[j] if bias is None else _sat32(acc[j] + b)
+            sat += _put8(out, base + j, rshift_round(v, shift))
+    return sat
+
+
+def conv2d_s8_s8_chw(x, w, out, acc, c_in, h, wd, c_out, k, stride, pad, shift, bias, d, c0=0, c1=None):
+    return conv2d_mask_s8_s8_chw(x, w, None, None, 0, out, acc, c_in, h, wd, c_out, k, stride, pad,
+                                 shift, bias, d, c0, c1)
 
 
 def conv2d_t_mask_s8_s32_chw(e, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad):

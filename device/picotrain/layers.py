@@ -8,8 +8,11 @@ Model.build(), so inference and training steps allocate nothing.
 Forward of Linear/Conv2d: int8 x int8 -> int32 accumulator (shared scratch),
 optional int32 bias, then a right shift with rounding and saturation back to
 int8. The shift is either dynamic (NITI: bit length of the largest |acc|
-minus 7) or static (a stored, calibrated shift). Backward mirrors it for the
-error sent to the layer input. docs/NUMERICS.md has the exact rules.
+minus 7) or static (a stored, calibrated shift). With a static shift a
+convolution is one fused kernel (conv2d_s8_s8_chw) that requantizes a few
+output channels at a time, so the int32 scratch need not hold its output
+(Model.plan(static=True)). Backward mirrors it for the error sent to the
+layer input. docs/NUMERICS.md has the exact rules.
 """
 from array import array
 
@@ -129,7 +132,7 @@ class Linear(_Param):
                              % (self.n_in, self.n_out, s, self.n_in))
         return (self.n_out,)
 
-    def acc_size(self):
+    def acc_size(self, static=False):
         return max(self.n_in, self.n_out)
 
     def grad_size(self):
@@ -188,13 +191,19 @@ class Conv2d(_Param):
             raise ValueError("Conv2d k=%d does not fit input %r" % (self.k, s))
         return (self.c_out, oh, ow)
 
-    def acc_size(self):
-        return max(_prod(self.in_shape), _prod(self.out_shape))
+    def acc_size(self, static=False):
+        """Items of int32 scratch: the error to the input, and the forward's
+        output (static: one output plane, what the fused kernel needs)."""
+        out = self.oh * self.ow if static else _prod(self.out_shape)
+        return max(_prod(self.in_shape), out)
 
     def grad_size(self):
         return self.c_out * self.c_in * self.k * self.k
 
     def forward(self, x, y, ws, dynamic):
+        if not dynamic:
+            self._forward_static(x, y, ws)
+            return
         if self.scores is None:
             K.conv2d_s8_s32_chw(x.data, self.weight.data, ws.acc, self.c_in, self.h, self.w,
                                 self.c_out, self.k, self.stride, self.pad)
@@ -204,6 +213,21 @@ class Conv2d(_Param):
                                      self.stride, self.pad)
         plane = self.oh * self.ow
         self._finish(ws, y, self.c_out * plane, plane, x.exp, dynamic)
+
+    def _forward_static(self, x, y, ws):
+        """Convolution, bias and the static shift in one kernel (no int32 map)."""
+        base = x.exp + self.weight.exp
+        s = self.shift
+        if self.scores is None:
+            sat = K.conv2d_s8_s8_chw(x.data, self.weight.data, y.data, ws.acc, self.c_in, self.h, self.w,
+                                     self.c_out, self.k, self.stride, self.pad, s, self.bias, self.b_exp - base)
+        else:
+            sat = K.conv2d_mask_s8_s8_chw(x.data, self.weight.data, self.scores, self.subset, self.thr,
+                                          y.data, ws.acc, self.c_in, self.h, self.w, self.c_out, self.k,
+                                          self.stride, self.pad, s, self.bias, self.b_exp - base)
+        self.sat_fwd += sat
+        self.last_shift = s
+        y.exp = base + s
 
     def backward_input(self, e, e_in, ws, dynamic):
         if self.scores is None or not self.mask_bwd:
@@ -313,14 +337,16 @@ class Model:
         self.n_classes = s[0]
         self.in_size = _prod(self.in_shape)
         self._built = 0  # 0 nothing, 1 inference buffers, 2 training buffers
+        self._acc_static = False  # the int32 scratch is sized for static shifts only
 
     # -------------------------------------------------------------- buffers --
-    def plan(self, training):
-        """Buffers this model needs: list of (name, typecode, items)."""
+    def plan(self, training, static=False):
+        """Buffers this model needs: list of (name, typecode, items). static:
+        for static shifts only (a smaller int32 scratch, see acc_size)."""
         acts, acc = [], 1
         for i, layer in enumerate(self.layers):
             if layer.has_params:
-                acc = max(acc, layer.acc_size())
+                acc = max(acc, layer.acc_size(static))
             if not layer.in_place:
                 acts.append(("act%d" % i, "b", _prod(layer.out_shape)))
             if training and isinstance(layer, MaxPool2d):
@@ -332,21 +358,26 @@ class Model:
             acts.append(("err1", "b", big))
         return acts
 
-    def build(self, training=False):
-        """Allocate activation (and, for training, error) buffers once."""
+    def build(self, training=False, static=False):
+        """Allocate activation (and, for training, error) buffers once; a
+        scratch planned for static shifts grows when a dynamic pass needs it."""
         want = 2 if training else 1
         if self._built >= want:
+            if not static and self._acc_static:
+                self.ws.acc = array("i", bytes(4 * self._acc_items(self._built == 2, False)))
+                self._acc_static = False
             return
         bufs = {}
         try:
-            for name, tc, n in self.plan(training):
+            for name, tc, n in self.plan(training, static):
                 bufs[name] = bytearray(n) if tc == "B" else array(tc, bytes(n * (4 if tc == "i" else 1)))
         except MemoryError:
             bufs = None
             raise MemoryError("picotrain: this model needs %d bytes of %s buffers; not enough free memory"
-                              % (self.nbytes(training), "training" if training else "inference"))
+                              % (self.nbytes(training, static), "training" if training else "inference"))
         self.ws = Workspace(1)
         self.ws.acc = bufs["acc"]
+        self._acc_static = static
         self._x = Tensor(self.in_shape, self.in_exp, data=array("b", bytes(self.in_size)))
         prev = self._x
         self.acts = []
@@ -370,8 +401,13 @@ class Model:
                     cur ^= 1
         self._built = want
 
-    def nbytes(self, training=False):
-        return sum(n * (4 if tc == "i" else 1) for _, tc, n in self.plan(training))
+    def nbytes(self, training=False, static=False):
+        return sum(n * (4 if tc == "i" else 1) for _, tc, n in self.plan(training, static))
+
+    def _acc_items(self, training, static):
+        for name, _, n in self.plan(training, static):
+            if name == "acc":
+                return n
 
     # -------------------------------------------------------------- compute --
     @property
@@ -421,9 +457,9 @@ class Model:
     def forward(self, x, dynamic=None):
         """Logits Tensor for input x; dynamic=None uses static shifts when calibrated."""
         self.check_input(x)
-        self.build()
         if dynamic is None:
             dynamic = not self.static
+        self.build(static=not dynamic)
         return self._forward(x, dynamic)
 
     def predict(self, x, dynamic=None):

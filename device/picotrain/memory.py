@@ -48,10 +48,11 @@ def _popcount(bm, n):
     return c
 
 
-def model_plan(model, training=True):
-    """The model's buffers by category, from Model.plan (nothing allocated)."""
+def model_plan(model, training=True, static=False):
+    """The model's buffers by category, from Model.plan (nothing allocated);
+    static: for a method with static shifts (a smaller int32 scratch)."""
     out = {"activations": 0, "errors": 0, "scratch": 0}
-    for name, tc, n in model.plan(training):
+    for name, tc, n in model.plan(training, static):
         b = n * (4 if tc == "i" else 1)
         if name.startswith("err"):
             out["errors"] += b
@@ -66,7 +67,7 @@ def trainer_plan(t):
     """{category: bytes, 'total': bytes} for a trainer that has reached
     Trainer.__init__ (dry or real)."""
     method = t._plan_nbytes()
-    out = model_plan(t.model, True)
+    out = model_plan(t.model, True, not t.dynamic)
     for k in CATEGORIES:
         out[k] = out.get(k, 0) + method.get(k, 0)
     for k in method:
@@ -82,8 +83,9 @@ def trainer_plan(t):
 def _to_allocate(t, plan):
     """Bytes the constructor has still to allocate (what already exists is reused)."""
     model = t.model
-    need = 0 if model._built >= 2 else model.nbytes(training=True) + model.in_size
-    need += plan["total"] - model.nbytes(training=True)
+    mine = model.nbytes(training=True, static=not t.dynamic)
+    need = 0 if model._built >= 2 else mine + model.in_size
+    need += plan["total"] - mine
     # scores (and subsets) kept from the model file are already in RAM
     if plan.get("scores") and not t.reset:
         for i in t.train_idx:

@@ -78,7 +78,7 @@ class Trainer:
                     l.shift = l.bshift = l.gbits = None
         from .memory import preflight  # issue 6: MemoryError up front if the buffers cannot fit
         preflight(self)
-        model.build(training=True)
+        model.build(training=True, static=not self.dynamic)
         self.count = 0
         self.result = [0, 0]
         self._setup()
@@ -170,7 +170,7 @@ class Trainer:
 
     def nbytes(self):
         """Bytes of training buffers: the model's plus the method's."""
-        return self.model.nbytes(training=True) + self._method_nbytes()
+        return self.model.nbytes(training=True, static=not self.dynamic) + self._method_nbytes()
 
     def _plan_nbytes(self):
         """The method's own buffers by category ({'gradients': bytes, ...}),

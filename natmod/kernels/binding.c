@@ -565,6 +565,56 @@ static mp_obj_t b_conv2d_t_mask_s8_s32_chw(size_t n_args, const mp_obj_t *a) {
     return mp_const_none;
 }
 
+/* conv2d_s8_s8_chw(x, w, out, acc, <geometry>, shift, bias, d[, c0, c1]) and
+ * conv2d_mask_s8_s8_chw(x, w, scores, subset, thr, out, acc, <geometry>, ...):
+ * a points at x, w; sc_args at scores (NULL: the unmasked form); o at out. */
+static int32_t items_s32(mp_obj_t o) {
+    mp_buffer_info_t bi;
+    mp_get_buffer(o, &bi, MP_BUFFER_READ);
+    return (int32_t)((bi.len >> 2) > (size_t)SIZE_MAX_ARG ? (size_t)SIZE_MAX_ARG : bi.len >> 2);
+}
+
+static mp_obj_t conv_q(qstr fn, size_t n_args, const mp_obj_t *a, const mp_obj_t *sc_args, const mp_obj_t *o) {
+    const size_t n_fixed = (size_t)(o - a) + 12;   /* ..., out, acc, 7 geometry, shift, bias, d */
+    pt_scores_t sc;
+    pt_conv2d_dims_t d;
+    int32_t nx, nw, no, plane, c0 = 0, c1, thr = 0;
+    const int32_t *bias = NULL;
+    get_conv(fn, o + 2, FANIN_FWD, &d, &nx, &nw, &no);
+    int32_t shift = get_shift(fn, MP_QSTR_shift, o[9]);
+    int32_t bd = get_shift(fn, MP_QSTR_d, o[11]);
+    if (n_args > n_fixed) {
+        c0 = (int32_t)get_ranged(fn, MP_QSTR_c0, a[n_fixed], 0, d.c_out);
+    }
+    c1 = d.c_out;
+    if (n_args > n_fixed + 1 && a[n_fixed + 1] != mp_const_none) {
+        c1 = (int32_t)get_ranged(fn, MP_QSTR_c1, a[n_fixed + 1], c0, d.c_out);
+    }
+    plane = mul_size(fn, "oh*ow", d.oh, d.ow);
+    const int8_t *x = BUF(fn, MP_QSTR_x, a[0], K_S8, READ, nx, "c_in*h*wd");
+    const int8_t *w = BUF(fn, MP_QSTR_w, a[1], K_S8, READ, nw, "c_out*c_in*k*k");
+    if (sc_args != NULL) {
+        thr = get_thr(fn, sc_args[2]);
+        get_scores(fn, sc_args[0], sc_args[1], nw, 1, READ, &sc);
+    }
+    int8_t *out = BUF(fn, MP_QSTR_out, o[0], K_S8, WRITE, no, "c_out*oh*ow");
+    /* one output plane at least; a longer scratch takes more channels per pass */
+    int32_t *acc = BUF(fn, MP_QSTR_acc, o[1], K_S32, WRITE, plane > 0 ? plane : 1, "oh*ow, at least 1");
+    if (o[10] != mp_const_none) {
+        bias = BUF(fn, MP_QSTR_bias, o[10], K_S32, READ, d.c_out, "c_out");
+    }
+    return INT(pt_conv2d_mask_s8_s8_chw(x, w, sc_args != NULL ? &sc : NULL, thr, out, acc, items_s32(o[1]), &d,
+                                        shift, bias, bd, c0, c1));
+}
+
+static mp_obj_t b_conv2d_s8_s8_chw(size_t n_args, const mp_obj_t *a) {
+    return conv_q(MP_QSTR_conv2d_s8_s8_chw, n_args, a, NULL, a + 2);
+}
+
+static mp_obj_t b_conv2d_mask_s8_s8_chw(size_t n_args, const mp_obj_t *a) {
+    return conv_q(MP_QSTR_conv2d_mask_s8_s8_chw, n_args, a, a + 2, a + 5);
+}
+
 static mp_obj_t b_fc_score_s8(size_t n_args, const mp_obj_t *a) {
     const qstr fn = MP_QSTR_fc_score_s8;
     pt_scores_t sc;
@@ -637,6 +687,9 @@ DEF(conv2d_t_mask_s8_s32_chw, 13);
 DEF(fc_score_s8, 9);
 DEF(conv2d_score_s8_chw, 14);
 DEF(score_update_s8, 7);
+/* issue 8: the fused forward, with an optional output-channel range c0, c1 */
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(conv2d_s8_s8_chw_obj, 14, 16, b_conv2d_s8_s8_chw);
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(conv2d_mask_s8_s8_chw_obj, 17, 19, b_conv2d_mask_s8_s8_chw);
 
 #define STORE(name) mp_store_global(MP_QSTR_##name, MP_OBJ_FROM_PTR(&name##_obj))
 
@@ -670,6 +723,8 @@ mp_obj_t mpy_init(mp_obj_fun_bc_t *self, size_t n_args, size_t n_kw, mp_obj_t *a
     STORE(fc_score_s8);
     STORE(conv2d_score_s8_chw);
     STORE(score_update_s8);
+    STORE(conv2d_s8_s8_chw);
+    STORE(conv2d_mask_s8_s8_chw);
 
     MP_DYNRUNTIME_INIT_EXIT
 }

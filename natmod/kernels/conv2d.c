@@ -112,17 +112,19 @@ static inline int32_t masked_weight(const int8_t *w, const pt_scores_t *sc, int3
     return w[j];
 }
 
-/* Forward (masked when sc has scores). */
+/* Forward (masked when sc has scores) of the output channels [c0, c1), into
+ * out[0 : (c1 - c0) * plane]; si0 is the index of channel c0's first score.
+ * The other forward passes below take the same range. */
 static PT_NOINLINE void conv_fwd(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
-                     int32_t *out, const pt_conv2d_dims_t *d) {
+                     int32_t *out, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1, uint32_t si0) {
     const int32_t k = d->k, stride = d->stride, pad = d->pad, ow = d->ow;
     const int32_t plane = d->oh * d->ow, hw = d->h * d->w, xstep = stride * d->w;
-    uint32_t j = 0, si = 0;
+    uint32_t j = (uint32_t)(c0 * d->c_in * k * k), si = si0;
     int32_t co, ci, kh, kw, t;
-    for (t = 0; t < d->c_out * plane; t++) {
+    for (t = 0; t < (c1 - c0) * plane; t++) {
         out[t] = 0;
     }
-    for (co = 0; co < d->c_out; co++) {
+    for (co = c0; co < c1; co++) {
         for (ci = 0; ci < d->c_in; ci++) {
             for (kh = 0; kh < k; kh++) {
                 int32_t y0, y1;
@@ -139,7 +141,7 @@ static PT_NOINLINE void conv_fwd(const int8_t *x, const int8_t *w, const pt_scor
                         continue;
                     }
                     xoff = ci * hw + (y0 * stride - pad + kh) * d->w + x0 * stride - pad + kw;
-                    ooff = co * plane + y0 * ow + x0;
+                    ooff = (co - c0) * plane + y0 * ow + x0;
                     for (oy = y0; oy < y1; oy++, xoff += xstep, ooff += ow) {
                         if (stride == 1) {
                             row_fwd1(out + ooff, x + xoff, cnt, wv);
@@ -231,21 +233,19 @@ static void block4_c(const int8_t *xb, const int8_t *wc, int32_t c_in, int32_t k
 }
 
 #if PT_ASM_M0
-/* block4_c for k = 5. Registers: r8-r11 the four sums, r12 the weight
- * pointer, lr the channels left; low: the row's five weights w0-w4, the input
- * row pointer, t (the input byte) and u (its copy while it has further uses).
- * Input byte j of the row feeds output i with weight j - i. */
+/* block4_c for k = 5, the weights staged as int32 (issue 8: one ldm loads a
+ * row's five, 8 cycles where ldrb + sxtb took 18: 87 cycles per row of 20
+ * MACs). Registers: r8-r11 the four sums, r12 the weight pointer, lr the
+ * channels left; r0-r4 the row's five weights w0-w4 (in that order for the
+ * ldm), r5 t (the input byte), r6 u (its copy while it has further uses), r7
+ * the input row pointer. Input byte j of the row feeds output i with weight
+ * j - i. */
 #define B4_X(j) "ldrb %[t], [%[xp], #" #j "]\n\t" "sxtb %[t], %[t]\n\t"
 #define B4_C(w, a) "mov %[u], %[t]\n\t" "muls %[u], %[" #w "]\n\t" "add %[" #a "], %[u]\n\t"
 #define B4_L(w, a) "muls %[t], %[" #w "]\n\t" "add %[" #a "], %[t]\n\t"
 #define B4_ROW                                                                  \
     "mov %[t], %[wp]\n\t"                                                     \
-    "ldrb %[w0], [%[t], #0]\n\t" "sxtb %[w0], %[w0]\n\t"                    \
-    "ldrb %[w1], [%[t], #1]\n\t" "sxtb %[w1], %[w1]\n\t"                    \
-    "ldrb %[w2], [%[t], #2]\n\t" "sxtb %[w2], %[w2]\n\t"                    \
-    "ldrb %[w3], [%[t], #3]\n\t" "sxtb %[w3], %[w3]\n\t"                    \
-    "ldrb %[w4], [%[t], #4]\n\t" "sxtb %[w4], %[w4]\n\t"                    \
-    "adds %[t], #5\n\t"                                                       \
+    "ldmia %[t]!, {r0, r1, r2, r3, r4}\n\t"                                   \
     "mov %[wp], %[t]\n\t"                                                     \
     B4_X(0) B4_L(w0, a0)                                                        \
     B4_X(1) B4_C(w1, a0) B4_L(w0, a1)                                           \
@@ -257,15 +257,21 @@ static void block4_c(const int8_t *xb, const int8_t *wc, int32_t c_in, int32_t k
     B4_X(7) B4_L(w4, a3)
 #define B4_NEXT_ROW "ldr %[t], %[rstep]\n\t" "adds %[xp], %[xp], %[t]\n\t"
 
-static PT_NOINLINE void block4_k5(const int8_t *xb, const int8_t *wc, int32_t c_in, int32_t W, int32_t hw,
+static PT_NOINLINE void block4_k5(const int8_t *xb, const int32_t *wc, int32_t c_in, int32_t W, int32_t hw,
                                   int32_t *out) {
     register int32_t a0 __asm__("r8");
     register int32_t a1 __asm__("r9");
     register int32_t a2 __asm__("r10");
     register int32_t a3 __asm__("r11");
-    register const int8_t *wp __asm__("r12") = wc;
-    const int8_t *xp = xb;
-    int32_t w0, w1, w2, w3, w4, t, u;
+    register const int32_t *wp __asm__("r12") = wc;
+    register int32_t w0 __asm__("r0");
+    register int32_t w1 __asm__("r1");
+    register int32_t w2 __asm__("r2");
+    register int32_t w3 __asm__("r3");
+    register int32_t w4 __asm__("r4");
+    register int32_t t __asm__("r5");
+    register int32_t u __asm__("r6");
+    register const int8_t *xp __asm__("r7") = xb;
     int32_t rstep = W, cstep = hw - 4 * W;
     __asm__ volatile(
         ".syntax unified\n\t"
@@ -304,25 +310,35 @@ static PT_NOINLINE void block4_k5(const int8_t *xb, const int8_t *wc, int32_t c_
 
 /* The dense forward pass (dense_fwd_ok). */
 static PT_NOINLINE void conv_fwd_dense(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
-                           int32_t *out, const pt_conv2d_dims_t *d) {
+                           int32_t *out, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1, uint32_t si0) {
     const int32_t k = d->k, W = d->w, hw = d->h * W, ow = d->ow, nco = d->c_in * k * k;
-    uint32_t j = 0, si = 0;
+    uint32_t j = (uint32_t)(c0 * nco), si = si0;
     int32_t co, oy, ox;
     int8_t wst[DENSE_W_MAX];
-    for (co = 0; co < d->c_out; co++) {
+#if PT_ASM_M0
+    int32_t w32[DENSE_W_MAX];   /* block4_k5's weights, widened once per channel */
+#endif
+    for (co = c0; co < c1; co++) {
         const int8_t *wc = w + co * nco;
         if (sc != NULL) {
             si = pt_mask_range_s8(wc, sc, thr, j, si, wst, nco);
             j += (uint32_t)nco;
             wc = wst;
         }
+#if PT_ASM_M0
+        if (k == 5) {
+            for (ox = 0; ox < nco; ox++) {
+                w32[ox] = wc[ox];
+            }
+        }
+#endif
         for (oy = 0; oy < d->oh; oy++) {
             const int8_t *xr = x + oy * W;
-            int32_t *orow = out + (co * d->oh + oy) * ow;
+            int32_t *orow = out + ((co - c0) * d->oh + oy) * ow;
             for (ox = 0; ox + 4 <= ow; ox += 4) {
 #if PT_ASM_M0
                 if (k == 5 && d->c_in > 0) {
-                    block4_k5(xr + ox, wc, d->c_in, W, hw, orow + ox);
+                    block4_k5(xr + ox, w32, d->c_in, W, hw, orow + ox);
                     continue;
                 }
 #endif
@@ -986,43 +1002,64 @@ static void fwd_block(const nz_t *L, const int8_t *wblk, int32_t *op) {
     }
 }
 
+#define SPARSE_CO_MAX 64   /* output channels whose compact score indices fit the stack */
+
 /* Forward pass from the nonzero inputs (sparse_fwd_ok: stride 1): out = 0,
  * then every nonzero x[ci][y][xx] adds its value times the (masked) weights
- * of (co, ci) to the outputs it feeds. With no scores or dense scores each
- * input plane is listed once for all output channels (the score of edge j is
- * scores[j]); compact scores (PRIOT-S) walk the edges in order instead. */
+ * of (co, ci) to the outputs it feeds. Each input plane is listed once for
+ * all output channels: the score of edge j is scores[j], or with compact
+ * scores (PRIOT-S) scores[sic[co - c0]], each channel's next score index
+ * (issue 8: listing a plane again per channel cost as much as the scatter);
+ * beyond SPARSE_CO_MAX channels compact scores walk the edges in order. */
 static PT_NOINLINE void conv_fwd_sparse(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
-                            int32_t *out, const pt_conv2d_dims_t *d) {
+                            int32_t *out, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1, uint32_t si0) {
     const int32_t k = d->k, kk = k * k, hw = d->h * d->w, plane = d->oh * d->ow, nco = d->c_in * kk;
-    uint32_t j = 0, si = 0;
+    uint32_t j = (uint32_t)(c0 * nco), si = si0, sic[SPARSE_CO_MAX];
     int32_t co, ci, t, nz, done;
     int8_t wblk[KFWD_MAX * KFWD_MAX];
     nz_t L;
-    zero_s32(out, d->c_out * plane);
+    const int compact = sc != NULL && sc->subset != NULL;
+    zero_s32(out, (c1 - c0) * plane);
     nz_setup(&L, d->h, d->w, 1, d->pad - (k - 1), k, d->oh, d->ow);
-    if (sc == NULL || sc->subset == NULL) {
+    if (!compact || c1 - c0 <= SPARSE_CO_MAX) {
+        for (co = c0; compact && co < c1; co++) {
+            sic[co - c0] = si;
+            si += pt_popcount_range(sc->subset, (uint32_t)(co * nco), (uint32_t)nco);
+        }
         for (ci = 0; ci < d->c_in; ci++) {
+            int listed = 0;
             nz_rewind(&L);
             do {
                 done = nz_scan(&L, x + ci * hw);
                 if (L.n_in + L.n_bd == 0) {
                     break;
                 }
-                for (co = 0; co < d->c_out; co++) {
+                for (co = c0; co < c1; co++) {
                     j = (uint32_t)(co * nco + ci * kk);
-                    pt_mask_range_s8(w + j, sc, thr, j, j, wblk, kk);
+                    if (!compact) {
+                        pt_mask_range_s8(w + j, sc, thr, j, j, wblk, kk);
+                    } else if (!listed) {   /* the block's scores are consumed once */
+                        sic[co - c0] = pt_mask_range_s8(w + j, sc, thr, j, sic[co - c0], wblk, kk);
+                    } else {
+                        pt_mask_range_s8(w + j, sc, thr, j, sic[co - c0] - scores_of(sc, j, (uint32_t)kk), wblk,
+                                         kk);
+                    }
                     for (nz = 0, t = 0; t < kk; t++) {
                         nz |= wblk[t];
                     }
                     if (nz) {
-                        fwd_block(&L, wblk, out + co * plane);
+                        fwd_block(&L, wblk, out + (co - c0) * plane);
                     }
                 }
+                listed = 1;
             } while (!done);
+            for (co = c0; compact && !listed && co < c1; co++) {   /* an empty plane: skip its scores */
+                sic[co - c0] += scores_of(sc, (uint32_t)(co * nco + ci * kk), (uint32_t)kk);
+            }
         }
         return;
     }
-    for (co = 0; co < d->c_out; co++) {
+    for (co = c0; co < c1; co++) {
         for (ci = 0; ci < d->c_in; ci++) {
             si = pt_mask_range_s8(w + j, sc, thr, j, si, wblk, kk);
             j += (uint32_t)kk;
@@ -1038,37 +1075,39 @@ static PT_NOINLINE void conv_fwd_sparse(const int8_t *x, const int8_t *w, const 
                 if (L.n_in + L.n_bd == 0) {
                     break;
                 }
-                fwd_block(&L, wblk, out + co * plane);
+                fwd_block(&L, wblk, out + (co - c0) * plane);
             } while (!done);
         }
     }
 }
 
-/* The forward pass: sparse when few inputs are nonzero, else dense when the
- * geometry allows, else the general loop. A nonzero input costs the sparse
- * path about 2x what the dense path pays per output per (input channel, tap),
- * so sparse wins when nonzeros < c_in * oh * ow / 2 (benchmarks/RESULTS.md). */
-static void conv_fwd_any(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
-                         int32_t *out, const pt_conv2d_dims_t *d) {
-    const int dense = dense_fwd_ok(d);
-    if (d->c_out * d->oh * d->ow == 0) {
+/* The forward pass takes the sparse path when few inputs are nonzero, else
+ * the dense one when the geometry allows, else the general loop. A nonzero
+ * input costs the sparse path about 2x what the dense path pays per output
+ * per (input channel, tap), so sparse wins when nonzeros < c_in * oh * ow / 2
+ * (benchmarks/RESULTS.md). */
+int pt_conv2d_fwd_sparse(const int8_t *x, const pt_conv2d_dims_t *d) {
+    return sparse_fwd_ok(d) &&
+           (!dense_fwd_ok(d) || 2 * count_nonzero(x, d->c_in * d->h * d->w) < d->c_in * d->oh * d->ow);
+}
+
+void pt_conv2d_range_s32(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
+                         int32_t *out, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1, int sparse) {
+    const uint32_t si0 = scores_of(sc, 0, (uint32_t)(c0 * d->c_in * d->k * d->k));
+    if ((c1 - c0) * d->oh * d->ow == 0) {
         return;   /* no output */
     }
-    if (sparse_fwd_ok(d)) {
-        if (!dense || 2 * count_nonzero(x, d->c_in * d->h * d->w) < d->c_in * d->oh * d->ow) {
-            conv_fwd_sparse(x, w, sc, thr, out, d);
-            return;
-        }
-    }
-    if (dense) {
-        conv_fwd_dense(x, w, sc, thr, out, d);
+    if (sparse) {
+        conv_fwd_sparse(x, w, sc, thr, out, d, c0, c1, si0);
+    } else if (dense_fwd_ok(d)) {
+        conv_fwd_dense(x, w, sc, thr, out, d, c0, c1, si0);
     } else {
-        conv_fwd(x, w, sc, thr, out, d);
+        conv_fwd(x, w, sc, thr, out, d, c0, c1, si0);
     }
 }
 
 void pt_conv2d_s8_s32_chw(const int8_t *x, const int8_t *w, int32_t *out, const pt_conv2d_dims_t *d) {
-    conv_fwd_any(x, w, NULL, 0, out, d);
+    pt_conv2d_range_s32(x, w, NULL, 0, out, d, 0, d->c_out, pt_conv2d_fwd_sparse(x, d));
 }
 
 void pt_conv2d_t_s8_s32_chw(const int8_t *e, const int8_t *w, int32_t *out, const pt_conv2d_dims_t *d) {
@@ -1081,7 +1120,8 @@ void pt_conv2d_t_s8_s32_chw(const int8_t *e, const int8_t *w, int32_t *out, cons
 
 void pt_conv2d_mask_s8_s32_chw(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
                                int32_t *out, const pt_conv2d_dims_t *d) {
-    conv_fwd_any(x, w, (sc != NULL && sc->data != NULL) ? sc : NULL, thr, out, d);
+    pt_conv2d_range_s32(x, w, (sc != NULL && sc->data != NULL) ? sc : NULL, thr, out, d, 0, d->c_out,
+                        pt_conv2d_fwd_sparse(x, d));
 }
 
 void pt_conv2d_t_mask_s8_s32_chw(const int8_t *e, const int8_t *w, const pt_scores_t *sc, int32_t thr,

@@ -120,9 +120,47 @@ void pt_fc_s8_s32(const int8_t *x, const int8_t *w, int32_t *out, int32_t n_in, 
     }
 }
 
+/* op[0:n] += wa[0:n] * ea + wb[0:n] * eb, n >= 1. */
+#if PT_ASM_M0
+/* 15 cycles per two MACs (GCC's loop: 25, it kept two of its values on the
+ * stack): the rows are read at their ends plus a negative index counting up
+ * to 0, so the eight values fit the eight low registers. */
+static PT_NOINLINE void add_rows2(int32_t *op, const int8_t *wa, int32_t ea, const int8_t *wb, int32_t eb,
+                                  int32_t n) {
+    const int8_t *wae = wa + n, *wbe = wb + n;
+    int32_t i = -n, t, u;
+    __asm__ volatile(
+        ".syntax unified\n"
+        "1:\n\t"
+        "ldrsb %[t], [%[wae], %[i]]\n\t"
+        "ldrsb %[u], [%[wbe], %[i]]\n\t"
+        "muls %[t], %[ea]\n\t"
+        "muls %[u], %[eb]\n\t"
+        "adds %[t], %[t], %[u]\n\t"
+        "ldr %[u], [%[op]]\n\t"
+        "adds %[t], %[t], %[u]\n\t"
+        "stmia %[op]!, {%[t]}\n\t"
+        "adds %[i], #1\n\t"
+        "bne 1b\n"
+        : [op] "+l"(op), [i] "+l"(i), [t] "=&l"(t), [u] "=&l"(u)
+        : [wae] "l"(wae), [wbe] "l"(wbe), [ea] "l"(ea), [eb] "l"(eb)
+        : "cc", "memory");
+}
+#else
+static void add_rows2(int32_t *op, const int8_t *wa, int32_t ea, const int8_t *wb, int32_t eb, int32_t n) {
+    int32_t i;
+    for (i = 0; i < n; i++) {
+        op[i] += wa[i] * ea + wb[i] * eb;
+    }
+}
+#endif
+
 void pt_fc_t_s8_s32(const int8_t *e, const int8_t *w, int32_t *out, int32_t n_in, int32_t n_out) {
     const int8_t *wa = NULL;
     int32_t ea = 0, i, o;
+    if (n_in == 0) {
+        return;   /* no output (add_rows2 needs n >= 1) */
+    }
     for (i = 0; i < n_in; i++) {
         out[i] = 0;
     }
@@ -137,15 +175,11 @@ void pt_fc_t_s8_s32(const int8_t *e, const int8_t *w, int32_t *out, int32_t n_in
             ea = eo;
             continue;
         }
-        for (i = 0; i < n_in; i++) {
-            out[i] += wa[i] * ea + w[i] * eo;
-        }
+        add_rows2(out, wa, ea, w, eo, n_in);
         wa = NULL;
     }
     if (wa != NULL) {
-        for (i = 0; i < n_in; i++) {
-            out[i] += wa[i] * ea;
-        }
+        add_rows2(out, wa, ea, wa, 0, n_in);
     }
 }
 
@@ -267,18 +301,62 @@ PT_INLINE uint32_t bits_word(const uint8_t *bits, uint32_t q, uint32_t n) {
     return left >= 32u ? v : v & ((1u << left) - 1u);
 }
 
-PT_INLINE uint32_t popcount32(uint32_t b) {
-    b = b - ((b >> 1) & 0x55555555u);
-    b = (b & 0x33333333u) + ((b >> 2) & 0x33333333u);
-    b = (b + (b >> 4)) & 0x0F0F0F0Fu;
-    return (b + (b >> 8) + (b >> 16) + (b >> 24)) & 0x3Fu;
+/* The index of the first pruned score (< thr) of s[i .. m), m when there is
+ * none; int8 scores with -127 <= thr <= 0 eight at a time (pt_find_below_s8). */
+static uint32_t next_pruned(const pt_scores_t *sc, int fast, uint32_t i, uint32_t m, int32_t thr) {
+    const int8_t *s = (const int8_t *)sc->data;
+    if (fast) {
+        for (; i < m && !PT_ALIGNED4(s + i); i++) {
+            if (s[i] < thr) {
+                return i;
+            }
+        }
+        if (m - i >= 8u) {
+            i = (uint32_t)(pt_find_below_s8(s + i, s + i + ((m - i) & ~7u), (uint32_t)(thr + 128) * 0x01010101u) - s);
+        }
+    }
+    for (; i < m; i++) {   /* within the group found, the last bytes, or every score */
+        if (pt_score_get(sc, i) < thr) {
+            return i;
+        }
+    }
+    return m;
 }
 
-/* Index of the lowest set bit of v != 0 (de Bruijn: no count-zeros on the M0+). */
-PT_INLINE uint32_t lowest_bit(uint32_t v) {
-    static const uint8_t pos[32] = {0, 1, 28, 2, 29, 14, 24, 3, 30, 22, 20, 15, 25, 17, 4, 8,
-                                    31, 27, 13, 23, 21, 19, 16, 7, 26, 12, 18, 6, 11, 5, 10, 9};
-    return pos[((v & (0u - v)) * 0x077CB531u) >> 27];
+/* PRIOT-S, compact scores: out (the unmasked pass) minus the pruned edges'
+ * products. Pruned edges are few: the scores are scanned for them in order,
+ * and each pruned score number si is mapped to its edge through the bitmap,
+ * whose words (and their set-bit counts) are walked forward once. The sums
+ * are exact: subtracting is never adding. */
+static PT_NOINLINE void fc_unprune_subset(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
+                                          int32_t *out, int32_t n_in, int32_t n_out) {
+    const uint32_t n = (uint32_t)n_in * (uint32_t)n_out;
+    const uint32_t m = n ? (uint32_t)pt_popcount_bits(sc->subset, (int32_t)n) : 0u;
+    const int fast = !sc->s16 && thr <= 0 && thr >= -127;
+    uint32_t q = 0, before = 0, wq = 0, cq = 0;   /* bitmap word q, set bits in words < q, in word q */
+    uint32_t row = 0, row_start = 0, si;           /* the row of the last pruned edge, its first edge */
+    if (m) {
+        wq = bits_word(sc->subset, 0, n);
+        cq = pt_popcount32(wq);
+    }
+    for (si = next_pruned(sc, fast, 0, m, thr); si < m; si = next_pruned(sc, fast, si + 1u, m, thr)) {
+        uint32_t v, r, j;
+        while (before + cq <= si) {
+            before += cq;
+            q++;
+            wq = bits_word(sc->subset, q, n);
+            cq = pt_popcount32(wq);
+        }
+        for (v = wq, r = si - before; r; r--) {
+            v &= v - 1u;   /* drop the lower set bits: score si is the lowest left */
+        }
+        j = 32u * q + pt_lowest_bit(v);
+        while (j >= row_start + (uint32_t)n_in) {   /* edges come in order: walk the rows forward */
+            row_start += (uint32_t)n_in;
+            row++;
+        }
+        out[row] -= w[j] * x[j - row_start];
+    }
 }
 
 /* Dense int8 scores (PRIOT): the nonzero inputs, two rows per pass. */
@@ -314,56 +392,8 @@ void pt_fc_mask_s8_s32(const int8_t *x, const int8_t *w, const pt_scores_t *sc, 
         return;
     }
     if (sc->subset != NULL) {
-        /* PRIOT-S, compact scores: the unmasked pass minus the pruned edges' products.
-         * Pruned edges are few: the compact scores are scanned (eight int8 at a time),
-         * and the pruned score number si is mapped to its edge through the bitmap, a
-         * word (popcount) at a time. The sums are exact: subtracting is never adding. */
-        const uint32_t n = (uint32_t)n_in * (uint32_t)n_out;
-        const uint32_t m = n ? (uint32_t)pt_popcount_bits(sc->subset, (int32_t)n) : 0u;
-        const int fast = !sc->s16 && thr <= 0 && thr >= -127;
-        const int8_t *s8 = (const int8_t *)sc->data;
-        uint32_t q = 0, before = 0, wq = 0;   /* bitmap word q, set bits in words < q, word q */
-        uint32_t row = 0, row_end = (uint32_t)n_in;   /* the row of the last pruned edge */
         pt_fc_s8_s32(x, w, out, n_in, n_out);
-        if (m) {
-            wq = bits_word(sc->subset, 0, n);
-        }
-        while (si < m) {
-            uint32_t r, v;
-            if (fast && PT_ALIGNED4(s8 + si) && si + 8u <= m) {
-                const int8_t *g = pt_find_below_s8(s8 + si, s8 + si + ((m - si) & ~7u),
-                                                   (uint32_t)(thr + 128) * 0x01010101u);
-                si = (uint32_t)(g - s8);
-                if (si + 8u <= m) {
-                    uint32_t stop = si + 8u;
-                    while (si < stop && s8[si] >= thr) {
-                        si++;
-                    }
-                } else if (si >= m) {
-                    break;
-                }
-            }
-            if (pt_score_get(sc, si) >= thr) {
-                si++;
-                continue;
-            }
-            /* score si is pruned: its edge is the (si - before)-th set bit from word q on */
-            while (before + popcount32(wq) <= si) {
-                before += popcount32(wq);
-                q++;
-                wq = bits_word(sc->subset, q, n);
-            }
-            for (v = wq, r = si - before; r; r--) {
-                v &= v - 1u;
-            }
-            j = 32u * q + lowest_bit(v);
-            while (j >= row_end) {   /* edges come in order: walk the rows forward */
-                row_end += (uint32_t)n_in;
-                row++;
-            }
-            out[row] -= w[j] * x[j - (row_end - (uint32_t)n_in)];
-            si++;
-        }
+        fc_unprune_subset(x, w, sc, thr, out, n_in, n_out);
         return;
     }
     for (; n_out > 0; n_out--) {

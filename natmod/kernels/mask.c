@@ -2,29 +2,21 @@
  * masked copy of the weights, and the count of compact scores. */
 #include "picotrain_kernels.h"
 
-/* Set bits of a 32-bit word (SWAR). */
-PT_INLINE uint32_t popcount32(uint32_t b) {
-    b = b - ((b >> 1) & 0x55555555u);
-    b = (b & 0x33333333u) + ((b >> 2) & 0x33333333u);
-    b = (b + (b >> 4)) & 0x0F0F0F0Fu;
-    return (b + (b >> 8) + (b >> 16) + (b >> 24)) & 0x3Fu;
-}
-
 int32_t pt_popcount_bits(const uint8_t *bits, int32_t n) {
     uint32_t count = 0;
     int32_t j = 0;
     /* whole bytes up to a word boundary, then words, then bytes, then the last bits */
     for (; j + 8 <= n && !PT_ALIGNED4(bits); j += 8) {
-        count += popcount32(*bits++);
+        count += pt_popcount32(*bits++);
     }
     for (; j + 32 <= n; j += 32, bits += 4) {
-        count += popcount32(*(const pt_u32a *)bits);
+        count += pt_popcount32(*(const pt_u32a *)bits);
     }
     for (; j + 8 <= n; j += 8) {
-        count += popcount32(*bits++);
+        count += pt_popcount32(*bits++);
     }
     if (j < n) {
-        count += popcount32(*bits & ((1u << (n - j)) - 1u));
+        count += pt_popcount32(*bits & ((1u << (n - j)) - 1u));
     }
     return (int32_t)count;
 }
@@ -46,12 +38,31 @@ uint32_t pt_mask_range_s8(const int8_t *w, const pt_scores_t *sc, int32_t thr, u
         }
         return si + (uint32_t)n;
     }
-    for (t = 0; t < n; t++) {
-        int8_t v = w[t];
-        if (pt_edge_scored(sc->subset, j0 + (uint32_t)t) && pt_score_get(sc, si++) < thr) {
-            v = 0;
+    if (sc->subset == NULL) {   /* dense int16 scores */
+        for (t = 0; t < n; t++) {
+            out[t] = pt_score_get(sc, si++) >= thr ? w[t] : 0;
         }
-        out[t] = v;
+        return si;
+    }
+    {
+        /* compact scores (PRIOT-S): the subset's bits a byte at a time, the
+         * score type tested once (issue 8: ~20 cycles per edge before) */
+        const uint8_t *bits = sc->subset;
+        const int8_t *s8 = (const int8_t *)sc->data;
+        const int16_t *s16 = sc->s16 ? (const int16_t *)sc->data : NULL;
+        t = 0;
+        while (t < n) {
+            const uint32_t j = j0 + (uint32_t)t;
+            uint32_t b = (uint32_t)bits[j >> 3] >> (j & 7u), left = 8u - (j & 7u);
+            for (; left && t < n; left--, t++, b >>= 1) {
+                int8_t v = w[t];
+                if ((b & 1u) && (s16 ? s16[si] : s8[si]) < thr) {
+                    v = 0;
+                }
+                si += b & 1u;
+                out[t] = v;
+            }
+        }
     }
     return si;
 }

@@ -266,6 +266,21 @@ PT_INLINE int pt_edge_scored(const uint8_t *subset, uint32_t j) {
     return subset == NULL || ((subset[j >> 3] >> (j & 7)) & 1);
 }
 
+/* Set bits of a 32-bit word (SWAR; the last step a multiply: single-cycle on the M0+). */
+PT_INLINE uint32_t pt_popcount32(uint32_t b) {
+    b = b - ((b >> 1) & 0x55555555u);
+    b = (b & 0x33333333u) + ((b >> 2) & 0x33333333u);
+    b = (b + (b >> 4)) & 0x0F0F0F0Fu;
+    return (b * 0x01010101u) >> 24;
+}
+
+/* Index of the lowest set bit of v != 0 (de Bruijn: the M0+ has no count-zeros). */
+PT_INLINE uint32_t pt_lowest_bit(uint32_t v) {
+    static const uint8_t pos[32] = {0, 1, 28, 2, 29, 14, 24, 3, 30, 22, 20, 15, 25, 17, 4, 8,
+                                    31, 27, 13, 23, 21, 19, 16, 7, 26, 12, 18, 6, 11, 5, 10, 9};
+    return pos[((v & (0u - v)) * 0x077CB531u) >> 27];
+}
+
 /* Number of set bits among the first n bits of a bitmap (compact scores). */
 int32_t pt_popcount_bits(const uint8_t *bits, int32_t n);
 
@@ -301,6 +316,28 @@ void pt_conv2d_mask_s8_s32_chw(const int8_t *x, const int8_t *w, const pt_scores
                                int32_t *out, const pt_conv2d_dims_t *d);
 void pt_conv2d_t_mask_s8_s32_chw(const int8_t *e, const int8_t *w, const pt_scores_t *sc, int32_t thr,
                                  int32_t *out, const pt_conv2d_dims_t *d);
+
+/* The forward pass of the output channels [c0, c1) only, masked when sc is
+ * not NULL (sc->data non-NULL), into out[0 : (c1 - c0) * oh * ow]: channel
+ * c0 first. 0 <= c0 <= c1 <= c_out. sparse: pt_conv2d_fwd_sparse(x, d), the
+ * path's choice (made once per input by a caller that computes several
+ * ranges). */
+int pt_conv2d_fwd_sparse(const int8_t *x, const pt_conv2d_dims_t *d);
+void pt_conv2d_range_s32(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
+                         int32_t *out, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1, int sparse);
+
+/* Convolution fused with the static requantization (conv2d_q.c; PT_CONV_Q
+ * says it exists, for code built against older versions of this header): for the
+ * output channels [c0, c1), out (c_out, oh, ow) int8 = requant(conv(x, w * M)
+ * + bias * 2^bd, shift), bit for bit pt_conv2d_mask_s8_s32_chw, then
+ * pt_bias_add_s32 (bias NULL: none), then pt_requant_s32_s8; returns how
+ * many outputs saturated. acc[0:n_acc] is int32 scratch, n_acc >= oh * ow:
+ * as many channels as it holds are computed per pass, so no int32 feature
+ * map exists. sc NULL (or sc->data NULL): no mask. */
+#define PT_CONV_Q 1
+int32_t pt_conv2d_mask_s8_s8_chw(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
+                                 int8_t *out, int32_t *acc, int32_t n_acc, const pt_conv2d_dims_t *d,
+                                 int32_t shift, const int32_t *bias, int32_t bd, int32_t c0, int32_t c1);
 
 /* The PRIOT score step of one scored edge, given its weight gradient g and
  * weight w: s = sat(s - round(g * w / 2^shift)) to [-smax, smax] (exact for

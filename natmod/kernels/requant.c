@@ -37,16 +37,59 @@ int32_t pt_bitlen_u32(uint32_t x) {
 }
 
 /* bitlen(max |v|) = bitlen(|v0| | |v1| | ...): the OR has the same top bit. */
-int32_t pt_bitlen_s32(const int32_t *acc, int32_t n) {
+/* The bit length of max |acc| is that of the OR of every |acc|: the OR of
+ * the magnitudes, four at a time, a group of four zeros (int32 gradients are
+ * mostly 0) skipped after one test. */
+#if PT_ASM_M0
+/* 13 cycles per group of zeros (ldm, three orrs, the branch), 30 otherwise;
+ * GCC's loop took about 25 and 32. The ldm fills r4-r7 in that order. */
+static PT_NOINLINE uint32_t or_abs4(const int32_t *acc, int32_t n4) {
+    register const int32_t *end __asm__("r8") = acc + n4;
+    register int32_t a __asm__("r4");
+    register int32_t b __asm__("r5");
+    register int32_t c __asm__("r6");
+    register int32_t d __asm__("r7");
+    uint32_t m = 0, t;
+#define OA_ABS(x) "asrs %[t], %[" #x "], #31\n\t" "eors %[" #x "], %[t]\n\t" \
+                  "subs %[" #x "], %[" #x "], %[t]\n\t" "orrs %[m], %[" #x "]\n\t"
+    __asm__ volatile(
+        ".syntax unified\n"
+        "1:\n\t"
+        "cmp %[acc], %[end]\n\t"
+        "bcs 9f\n\t"
+        "ldmia %[acc]!, {%[a], %[b], %[c], %[d]}\n\t"
+        "movs %[t], %[a]\n\t"
+        "orrs %[t], %[b]\n\t"
+        "orrs %[t], %[c]\n\t"
+        "orrs %[t], %[d]\n\t"
+        "beq 1b\n\t"
+        OA_ABS(a) OA_ABS(b) OA_ABS(c) OA_ABS(d)
+        "b 1b\n"
+        "9:\n"
+        : [acc] "+l"(acc), [m] "+l"(m), [t] "=&l"(t), [a] "=&l"(a), [b] "=&l"(b), [c] "=&l"(c),
+          [d] "=&l"(d)
+        : [end] "r"(end)
+        : "cc", "memory");
+#undef OA_ABS
+    return m;
+}
+#else
+static uint32_t or_abs4(const int32_t *acc, int32_t n4) {
     uint32_t m = 0;
-    for (; n >= 4; n -= 4, acc += 4) {
-        int32_t a = acc[0], b = acc[1], c = acc[2], d = acc[3];
-        if ((a | b | c | d) == 0) {
-            continue;   /* int32 gradients are mostly 0 */
+    for (; n4 > 0; n4 -= 4, acc += 4) {
+        const int32_t a = acc[0], b = acc[1], c = acc[2], d = acc[3];
+        if ((a | b | c | d) != 0) {
+            m |= pt_abs_u32(a) | pt_abs_u32(b) | pt_abs_u32(c) | pt_abs_u32(d);
         }
-        m |= pt_abs_u32(a) | pt_abs_u32(b) | pt_abs_u32(c) | pt_abs_u32(d);
     }
-    for (; n > 0; n--) {
+    return m;
+}
+#endif
+
+int32_t pt_bitlen_s32(const int32_t *acc, int32_t n) {
+    const int32_t n4 = n & ~3;
+    uint32_t m = or_abs4(acc, n4);
+    for (acc += n4, n -= n4; n > 0; n--) {
         m |= pt_abs_u32(*acc++);
     }
     return pt_bitlen_u32(m);

@@ -46,17 +46,28 @@ int32_t pt_score_step(const pt_scores_t *sc, uint32_t si, int32_t g, int32_t w, 
 }
 
 /* Number of set bits of bits[j0 .. j0 + n). */
+PT_INLINE uint32_t popcount8(uint32_t b) {
+    static const uint8_t nib[16] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
+    return (uint32_t)nib[b & 15u] + nib[(b >> 4) & 15u];
+}
+
 uint32_t pt_popcount_range(const uint8_t *bits, uint32_t j0, uint32_t n) {
     uint32_t c = 0, j = j0, end = j0 + n;
     while (j < end && (j & 7u)) {
         c += (bits[j >> 3] >> (j & 7u)) & 1u;
         j++;
     }
+    /* long ranges (issue 8): bytes up to a word boundary, then 32 bits at a time */
+    if (end - j >= 64u) {
+        for (; !PT_ALIGNED4(bits + (j >> 3)); j += 8u) {
+            c += popcount8(bits[j >> 3]);
+        }
+        for (; j + 32u <= end; j += 32u) {
+            c += pt_popcount32(*(const pt_u32a *)(bits + (j >> 3)));
+        }
+    }
     for (; j + 8u <= end; j += 8u) {
-        uint32_t b = bits[j >> 3];
-        b = b - ((b >> 1) & 0x55u);
-        b = (b & 0x33u) + ((b >> 2) & 0x33u);
-        c += (b + (b >> 4)) & 0x0Fu;
+        c += popcount8(bits[j >> 3]);
     }
     for (; j < end; j++) {
         c += (bits[j >> 3] >> (j & 7u)) & 1u;
@@ -231,30 +242,37 @@ static PT_NOINLINE int32_t score_list_s8(const int32_t *lp, const int32_t *end, 
         : "cc", "memory");
     return sat;
 }
-#else
+#endif
+
+/* *s = sat(*s - round(p / 2^shift)) to [-smax, smax] for an int8 score, with
+ * 1 <= shift <= 31, half = 2^(shift - 1) and p = e * x * w (|p| < 2^21);
+ * returns 1 when it saturated. */
+PT_INLINE int32_t step_s8(int8_t *s, int32_t p, uint32_t half, int32_t shift, int32_t smax) {
+    const uint32_t sg = (uint32_t)(p >> 31);
+    const uint32_t q = ((((uint32_t)p ^ sg) - sg) + half) >> shift;
+    int32_t v = *s - (int32_t)((q ^ sg) - sg), sat = 0;
+    if (v > smax) {
+        v = smax;
+        sat = 1;
+    } else if (v < -smax) {
+        v = -smax;
+        sat = 1;
+    }
+    *s = (int8_t)v;
+    return sat;
+}
+
+#if !PT_ASM_M0
 static int32_t score_list_s8(const int32_t *lp, const int32_t *end, const int8_t *w, int8_t *s,
                              int32_t eo, int32_t shift, int32_t smax) {
     const uint32_t half = 1u << (shift - 1);
     int32_t sat = 0;
     for (; lp < end; lp++) {
         const int32_t i = (int32_t)((uint32_t)*lp >> 8);
-        int32_t p = (int32_t)(int8_t)(uint8_t)*lp * w[i], v;
-        uint32_t sg, q;
-        if (p == 0) {
-            continue;
+        const int32_t p = (int32_t)(int8_t)(uint8_t)*lp * w[i];
+        if (p != 0) {
+            sat += step_s8(s + i, p * eo, half, shift, smax);
         }
-        p *= eo;
-        sg = (uint32_t)(p >> 31);
-        q = ((((uint32_t)p ^ sg) - sg) + half) >> shift;
-        v = s[i] - (int32_t)((q ^ sg) - sg);
-        if (v > smax) {
-            v = smax;
-            sat++;
-        } else if (v < -smax) {
-            v = -smax;
-            sat++;
-        }
-        s[i] = (int8_t)v;
     }
     return sat;
 }
@@ -263,59 +281,45 @@ static int32_t score_list_s8(const int32_t *lp, const int32_t *end, const int8_t
 #define SUBSET_ROW_MAX 256   /* row length of the PRIOT-S row path (its tables on the stack) */
 
 /* Set bits of a byte, from two nibbles. */
-PT_INLINE uint32_t popcount8(uint32_t b) {
-    static const uint8_t nib[16] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
-    return (uint32_t)nib[b & 15u] + nib[(b >> 4) & 15u];
+/* Bits j .. j + nb of a bitmap as a word (nb <= 32), any alignment: reads only
+ * the bytes holding them. */
+PT_INLINE uint32_t bits_at(const uint8_t *bits, uint32_t j, uint32_t nb) {
+    const uint8_t *p = bits + (j >> 3);
+    const uint32_t sh = j & 7u, nbytes = (sh + nb + 7u) >> 3;
+    uint32_t v = p[0], t;
+    for (t = 1; t < nbytes && t < 4u; t++) {
+        v |= (uint32_t)p[t] << (8u * t);
+    }
+    v >>= sh;
+    if (nbytes > 4u) {
+        v |= (uint32_t)p[4] << (32u - sh);   /* sh > 0 here */
+    }
+    return nb < 32u ? v & ((1u << nb) - 1u) : v;
 }
 
 /* PRIOT-S: the steps of one row of compact int8 scores s (those of edges j0 ..
- * j0 + n_in with their subset bit set, all in [-smax, smax]), e[o] = eo != 0:
- * only where x[i] != 0, the compact index from a per-byte running count. */
-static PT_NOINLINE int32_t score_row_subset_s8(const uint16_t *nzx, int32_t nnz, const int8_t *x, const int8_t *w,
+ * j0 + n_in with their subset bit set, all in [-smax, smax]), e[o] = eo != 0,
+ * only where x[i] != 0: the row's subset bits 32 at a time ANDed with xnz, the
+ * bitmap of nonzero inputs (issue 8: no work for the unscored edges); an
+ * edge's compact index is the count of the row's subset bits before it. */
+static PT_NOINLINE int32_t score_row_subset_s8(const uint32_t *xnz, const int8_t *x, const int8_t *w,
                                                const uint8_t *bits, uint32_t j0, int8_t *s, int32_t eo,
                                                int32_t n_in, int32_t shift, int32_t smax) {
-    uint16_t before[SUBSET_ROW_MAX / 8 + 1];   /* scored edges of the row before byte b */
     const uint32_t half = 1u << (shift - 1);
-    uint32_t b, c = 0;
-    int32_t t, sat = 0;
-    for (b = 0; b * 8u < (uint32_t)n_in; b++) {
-        uint32_t j = j0 + 8u * b, bb = (uint32_t)bits[j >> 3] >> (j & 7u);
-        if ((j & 7u) && j + 8u - (j & 7u) < j0 + (uint32_t)n_in) {
-            bb |= (uint32_t)bits[(j >> 3) + 1u] << (8u - (j & 7u));
+    uint32_t i0, k = 0;
+    int32_t sat = 0;
+    for (i0 = 0; i0 < (uint32_t)n_in; i0 += 32u) {
+        const uint32_t v = bits_at(bits, j0 + i0, (uint32_t)n_in - i0 < 32u ? (uint32_t)n_in - i0 : 32u);
+        uint32_t a = v & xnz[i0 >> 5];
+        while (a) {
+            const uint32_t low = a & (0u - a), i = i0 + pt_lowest_bit(low);
+            const int32_t p = x[i] * w[i];
+            a ^= low;
+            if (p != 0) {
+                sat += step_s8(s + k + pt_popcount32(v & (low - 1u)), p * eo, half, shift, smax);
+            }
         }
-        before[b] = (uint16_t)c;
-        c += popcount8(bb & 0xFFu);
-    }
-    for (t = 0; t < nnz; t++) {
-        const int32_t i = nzx[t];
-        const uint32_t j = j0 + (uint32_t)i, jb = j0 + (uint32_t)(i & ~7);
-        int32_t p, v;
-        uint32_t sg, q, k, bb;
-        if (!((bits[j >> 3] >> (j & 7u)) & 1u)) {
-            continue;   /* not scored */
-        }
-        p = x[i] * w[i];
-        if (p == 0) {
-            continue;
-        }
-        /* compact index: scored edges of the row before i */
-        bb = (uint32_t)bits[jb >> 3] >> (jb & 7u);
-        if (jb & 7u) {
-            bb |= (uint32_t)bits[(jb >> 3) + 1u] << (8u - (jb & 7u));
-        }
-        k = before[i >> 3] + popcount8(bb & ((1u << (i & 7)) - 1u));
-        p *= eo;
-        sg = (uint32_t)(p >> 31);
-        q = ((((uint32_t)p ^ sg) - sg) + half) >> shift;
-        v = s[k] - (int32_t)((q ^ sg) - sg);
-        if (v > smax) {
-            v = smax;
-            sat++;
-        } else if (v < -smax) {
-            v = -smax;
-            sat++;
-        }
-        s[k] = (int8_t)v;
+        k += pt_popcount32(v);
     }
     return sat;
 }
@@ -344,8 +348,8 @@ static PT_NOINLINE int32_t fc_score_subset(const int8_t *e, const int8_t *x, con
                                            int32_t shift, int32_t smax, int32_t n_in, int32_t n_out) {
     uint32_t j = 0, si = 0;
     int32_t sat = 0, o, i;
-    uint16_t nzx[SUBSET_ROW_MAX];
-    int32_t nnz = -1;
+    uint32_t xnz[SUBSET_ROW_MAX / 32];   /* bit i: x[i] != 0 */
+    int32_t listed = 0;
     const int rows = !sc->s16 && shift >= 1 && shift <= 31 && n_in <= SUBSET_ROW_MAX;
     for (o = 0; o < n_out; o++) {
         const int32_t eo = e[o];
@@ -354,15 +358,16 @@ static PT_NOINLINE int32_t fc_score_subset(const int8_t *e, const int8_t *x, con
         if (eo == 0) {
             sat += pt_scores_clamp(sc, si, row_si, smax);
         } else if (rows && scores_in_range_s8((const int8_t *)sc->data + si, (int32_t)row_si, smax)) {
-            if (nnz < 0) {
-                for (nnz = 0, i = 0; i < n_in; i++) {
-                    if (x[i] != 0) {
-                        nzx[nnz++] = (uint16_t)i;
+            if (!listed) {
+                for (i = 0; i < n_in; i++) {
+                    if ((i & 31) == 0) {
+                        xnz[i >> 5] = 0;
                     }
+                    xnz[i >> 5] |= (uint32_t)(x[i] != 0) << (i & 31);
                 }
+                listed = 1;
             }
-            sat += score_row_subset_s8(nzx, nnz, x, wr, sc->subset, j, (int8_t *)sc->data + si, eo, n_in, shift,
-                                       smax);
+            sat += score_row_subset_s8(xnz, x, wr, sc->subset, j, (int8_t *)sc->data + si, eo, n_in, shift, smax);
         } else {
             uint32_t k = si;
             for (i = 0; i < n_in; i++) {

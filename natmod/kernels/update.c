@@ -1,9 +1,12 @@
 /* update.c - NITI's weight update: pseudo-stochastic rounding, subtract, saturate.
  *
  * A weight gradient is mostly 0 (the outer product of sparse errors and
- * activations), and a zero gradient leaves the weight as it is unless it is
- * -128 (clipped to -127 and counted): four gradients are tested at a time,
- * and the rounding's masks are computed once per call. */
+ * activations; often all of it when the error was 0), and a zero gradient
+ * leaves the weight as it is unless it is -128 (clipped to -127 and counted).
+ * So runs of zero gradients are skipped four at a time, their weights tested
+ * a word at a time, and each nonzero gradient is rounded with shifts
+ * computed once per call. shift <= 0 is the same loop with no bits dropped
+ * (the gradient is used as it is). */
 #include "picotrain_kernels.h"
 
 /* |d| beyond this saturates whatever the int8 weight is: clamping keeps the
@@ -31,87 +34,226 @@ PT_INLINE int32_t apply_delta(int8_t *w, int32_t d) {
     return 0;
 }
 
-/* Four gradients that are all 0: only a -128 weight changes. */
-PT_INLINE int32_t clip_m128(int8_t *w) {
-    int32_t sat = 0, t;
-    if (PT_ALIGNED4(w)) {
-        uint32_t v = *(const pt_u32a *)w ^ 0x80808080u;
-        if (!((v - 0x01010101u) & ~v & 0x80808080u)) {
-            return 0;   /* no byte is 0x80 */
+/* Length of the leading run of (w, g)[0:n], in whole groups of four, with
+ * nothing to do: gradients 0 and no weight -128. 0 when w is not 4-aligned
+ * (the word test needs it; update_items then does the work). */
+#if PT_ASM_M0
+/* Per group of four 23 cycles: the gradients by one ldm, the weights as a
+ * word with no byte 0x80 (the SWAR zero-byte test on w ^ 0x80808080). */
+static PT_NOINLINE int32_t idle_run(const int8_t *w, const int32_t *g, int32_t n) {
+    register const int32_t *end_ __asm__("r8") = g + (n & ~3);
+    register uint32_t k01_ __asm__("r9") = 0x01010101u;
+    const int32_t *p = g;
+    uint32_t k80 = 0x80808080u, a, b, c, d;
+    if (!PT_ALIGNED4(w)) {
+        return 0;
+    }
+    __asm__ volatile(
+        ".syntax unified\n"
+        "1:\n\t"
+        "cmp %[p], %[end]\n\t"
+        "bcs 3f\n\t"
+        "ldmia %[p]!, {%[a], %[b], %[c], %[d]}\n\t"
+        "orrs %[a], %[b]\n\t"
+        "orrs %[a], %[c]\n\t"
+        "orrs %[a], %[d]\n\t"
+        "bne 2f\n\t"
+        "ldr %[a], [%[w]]\n\t"
+        "eors %[a], %[k80]\n\t"
+        "mov %[b], %[k01]\n\t"
+        "subs %[b], %[a], %[b]\n\t"
+        "bics %[b], %[a]\n\t"
+        "tst %[b], %[k80]\n\t"
+        "bne 2f\n\t"
+        "adds %[w], #4\n\t"
+        "b 1b\n"
+        "2:\n\t"
+        "subs %[p], #16\n"
+        "3:\n"
+        : [p] "+l"(p), [w] "+l"(w), [a] "=&l"(a), [b] "=&l"(b), [c] "=&l"(c), [d] "=&l"(d)
+        : [k80] "l"(k80), [end] "r"(end_), [k01] "r"(k01_)
+        : "cc", "memory");
+    return (int32_t)(p - g);
+}
+#else
+static int32_t idle_run(const int8_t *w, const int32_t *g, int32_t n) {
+    const int32_t *p = g, *const end = g + (n & ~3);
+    if (!PT_ALIGNED4(w)) {
+        return 0;
+    }
+    for (; p < end; p += 4, w += 4) {
+        const uint32_t v = *(const pt_u32a *)w ^ 0x80808080u;
+        if ((p[0] | p[1] | p[2] | p[3]) != 0 || ((v - 0x01010101u) & ~v & 0x80808080u) != 0) {
+            break;
         }
     }
-    for (t = 0; t < 4; t++) {
-        if (w[t] == -128) {
-            w[t] = -PT_Q_MAX;
-            sat++;
-        }
+    return (int32_t)(p - g);
+}
+#endif
+
+/* Length of the leading run of g[0:n] made of whole groups of four that each
+ * hold a nonzero. */
+static int32_t busy_run(const int32_t *g, int32_t n) {
+    const int32_t *p = g, *const end = g + (n & ~3);
+    while (p < end && (p[0] | p[1] | p[2] | p[3]) != 0) {
+        p += 4;
     }
-    return sat;
+    return (int32_t)(p - g);
 }
 
-/* Four weights with their nonzero-somewhere gradients, 1 <= shift <= 31: the
- * rounding of kernels_py.rshift_pseudo with its masks precomputed. q = |g| >> s,
- * plus 1 when the upper s - s/2 discarded bits (the probability) exceed the
- * lower s/2 (the random number, doubled when s is odd). */
-static PT_NOINLINE int32_t update4(int8_t *w, const int32_t *g, uint32_t s, uint32_t mask, uint32_t half,
-                                   uint32_t hmask, uint32_t odd) {
-    int32_t sat = 0, t;
-    for (t = 0; t < 4; t++) {
-        const int32_t gt = g[t];
-        uint32_t m, rem, q;
-        int32_t d, v;
+/* The update of w[0:n] item by item, 0 <= s <= 31: the rounding of
+ * kernels_py.rshift_pseudo, q = |g| >> s plus 1 when the upper s - s/2
+ * dropped bits (the probability P) exceed the lower h = s/2 (the random
+ * number R, doubled when s is odd: o = s & 1). Both come from shifts that
+ * drop the bits above them: with rem = |g| << (32 - s) (the dropped bits on
+ * top), P = rem >> (32 - h - o) and 2^o R = (rem << (h + o)) >> (32 - h - o).
+ * s = 0 drops nothing: q = |g|. */
+#if PT_ASM_M0
+/* Per nonzero gradient 36 cycles, per zero one 14 (GCC's loop: ~70; too
+ * few low registers for its constants). A register shift by 32 gives 0
+ * (bottom byte of the count), which s = 0 and h = 0 rely on. */
+static PT_NOINLINE int32_t update_items(int8_t *w, const int32_t *g, int32_t n, uint32_t s) {
+    const uint32_t h = s >> 1;
+    register uint32_t s_ __asm__("r8") = s;
+    register uint32_t lo_ __asm__("r9") = 32 - s;
+    register uint32_t ph_ __asm__("r10") = s - h;
+    register const int32_t *end_ __asm__("r11") = g + n;
+    register int32_t sat __asm__("r12") = 0;
+    uint32_t up = 32 - s + h, m, sg, t1, t2, t3;
+    __asm__ volatile(
+        ".syntax unified\n\t"
+        "cmp %[g], %[end]\n\t"
+        "beq 9f\n"
+        "1:\n\t"
+        "ldmia %[g]!, {%[m]}\n\t"
+        "cmp %[m], #0\n\t"
+        "beq 5f\n\t"
+        "asrs %[sg], %[m], #31\n\t"
+        "eors %[m], %[sg]\n\t"
+        "subs %[m], %[sg]\n\t"          /* m = |g| */
+        "mov %[t3], %[lo]\n\t"
+        "movs %[t2], %[m]\n\t"
+        "lsls %[t2], %[t3]\n\t"         /* rem: the dropped bits on top */
+        "mov %[t3], %[s]\n\t"
+        "lsrs %[m], %[t3]\n\t"          /* q = |g| >> s */
+        "movs %[t1], %[t2]\n\t"
+        "lsrs %[t1], %[up]\n\t"         /* P */
+        "mov %[t3], %[ph]\n\t"
+        "lsls %[t2], %[t3]\n\t"
+        "lsrs %[t2], %[up]\n\t"         /* 2^o R */
+        "cmp %[t2], %[t1]\n\t"
+        "bcs 2f\n\t"
+        "adds %[m], #1\n"               /* P > 2^o R: round up */
+        "2:\n\t"
+        "cmp %[m], #255\n\t"
+        "bhi 6f\n\t"
+        "eors %[m], %[sg]\n\t"
+        "subs %[m], %[sg]\n\t"          /* the signed step */
+        "ldrb %[t1], [%[w]]\n\t"
+        "sxtb %[t1], %[t1]\n\t"
+        "subs %[t1], %[m]\n\t"          /* v = w - step */
+        "movs %[t2], %[t1]\n\t"
+        "adds %[t2], #127\n\t"
+        "cmp %[t2], #254\n\t"
+        "bhi 7f\n\t"
+        "strb %[t1], [%[w]]\n"
+        "4:\n\t"
+        "adds %[w], #1\n\t"
+        "cmp %[g], %[end]\n\t"
+        "bne 1b\n\t"
+        "b 9f\n"
+        "5:\n\t"                        /* zero gradient: only -128 changes */
+        "ldrb %[t1], [%[w]]\n\t"
+        "cmp %[t1], #128\n\t"
+        "bne 4b\n\t"
+        "movs %[t1], #129\n\t"
+        "b 8f\n"
+        "6:\n\t"                        /* |step| > 255: saturates, away from the gradient's sign */
+        "movs %[t1], #127\n\t"
+        "cmp %[sg], #0\n\t"
+        "bne 8f\n\t"
+        "negs %[t1], %[t1]\n\t"
+        "b 8f\n"
+        "7:\n\t"                        /* v beyond +-127 */
+        "movs %[t2], #127\n\t"
+        "cmp %[t1], #0\n\t"
+        "bgt 71f\n\t"
+        "negs %[t2], %[t2]\n"
+        "71:\n\t"
+        "movs %[t1], %[t2]\n"
+        "8:\n\t"                        /* store a saturated weight, count it */
+        "strb %[t1], [%[w]]\n\t"
+        "mov %[t2], %[sat]\n\t"
+        "adds %[t2], #1\n\t"
+        "mov %[sat], %[t2]\n\t"
+        "b 4b\n"
+        "9:\n"
+        : [w] "+l"(w), [g] "+l"(g), [m] "=&l"(m), [sg] "=&l"(sg), [t1] "=&l"(t1), [t2] "=&l"(t2),
+          [t3] "=&l"(t3), [sat] "+r"(sat)
+        : [up] "l"(up), [s] "r"(s_), [lo] "r"(lo_), [ph] "r"(ph_), [end] "r"(end_)
+        : "cc", "memory");
+    return sat;
+}
+#else
+static int32_t update_items(int8_t *w, const int32_t *g, int32_t n, uint32_t s) {
+    /* the shifts by 32 - s and 32 - h - o written as two, so no count reaches 32 */
+    const uint32_t h = s >> 1, lo = 31 - s, ph = s - h, up = 31 - s + h;
+    const int32_t *end = g + n;
+    int32_t sat = 0;
+    for (; g < end; w++, g++) {
+        const int32_t gt = *g;
+        uint32_t m, q, rem;
+        int32_t v;
         if (gt == 0) {
-            if (w[t] == -128) {
-                w[t] = -PT_Q_MAX;
+            if (*w == -128) {
+                *w = -PT_Q_MAX;
                 sat++;
             }
             continue;
         }
         m = pt_abs_u32(gt);
-        rem = m & mask;
-        q = (m >> s) + ((rem >> half) > ((rem & hmask) << odd));
-        d = q > DELTA_CLAMP ? DELTA_CLAMP : (int32_t)q;
-        v = gt < 0 ? w[t] + d : w[t] - d;
-        if (v > PT_Q_MAX) {
-            v = PT_Q_MAX;
-            sat++;
-        } else if (v < -PT_Q_MAX) {
-            v = -PT_Q_MAX;
+        q = m >> s;
+        rem = (m << lo) << 1;
+        q += (rem >> up) >> 1 > ((rem << ph) >> up) >> 1;
+        if (q > 2 * PT_Q_MAX + 1) {
+            q = 2 * PT_Q_MAX + 2;   /* > 255: saturates whatever the weight is (-128 too) */
+        }
+        v = gt < 0 ? *w + (int32_t)q : *w - (int32_t)q;
+        if ((uint32_t)(v + PT_Q_MAX) > 2 * PT_Q_MAX) {
+            v = v > 0 ? PT_Q_MAX : -PT_Q_MAX;
             sat++;
         }
-        w[t] = (int8_t)v;
+        *w = (int8_t)v;
     }
     return sat;
 }
+#endif
 
-static PT_NOINLINE int32_t update_fast(int8_t *w, const int32_t *g, int32_t n, int32_t shift) {
-    const uint32_t s = (uint32_t)shift, mask = (1u << shift) - 1u, half = s >> 1;
-    const uint32_t hmask = (1u << half) - 1u, odd = s & 1u;
+/* Idle runs are skipped; the rest goes to update_items in runs of groups
+ * that each hold a nonzero gradient (or one group, or the last items). */
+static int32_t update_runs(int8_t *w, const int32_t *g, int32_t n, uint32_t s) {
     int32_t sat = 0;
-    for (; n >= 4; n -= 4, w += 4, g += 4) {
-        if ((g[0] | g[1] | g[2] | g[3]) == 0) {
-            sat += clip_m128(w);
-            continue;
+    while (n > 0) {
+        int32_t r = idle_run(w, g, n);
+        w += r;
+        g += r;
+        n -= r;
+        r = busy_run(g, n);
+        if (r == 0) {
+            r = n < 4 ? n : 4;
         }
-        sat += update4(w, g, s, mask, half, hmask, odd);
-    }
-    for (; n > 0; n--, w++, g++) {
-        int32_t d = 0;
-        if (*g) {
-            const uint32_t m = pt_abs_u32(*g), rem = m & mask;
-            const uint32_t q = (m >> s) + ((rem >> half) > ((rem & hmask) << odd));
-            d = q > DELTA_CLAMP ? DELTA_CLAMP : (int32_t)q;
-            d = *g < 0 ? -d : d;
-        }
-        sat += apply_delta(w, d);
+        sat += update_items(w, g, r, s);
+        w += r;
+        g += r;
+        n -= r;
     }
     return sat;
 }
 
 int32_t pt_update_s8(int8_t *w, const int32_t *g, int32_t n, int32_t shift) {
     int32_t sat = 0;
-    if (shift >= 1 && shift <= 31) {
-        return update_fast(w, g, n, shift);
+    if (shift <= 31) {
+        return update_runs(w, g, n, shift > 0 ? (uint32_t)shift : 0u);
     }
     for (; n > 0; n--) {
         sat += apply_delta(w++, pt_rshift_pseudo_s32(*g++, shift));

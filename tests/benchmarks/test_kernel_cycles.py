@@ -30,8 +30,9 @@ harness = pytest.importorskip("harness")
 from kbench import emu, fuzz, glue  # noqa: E402
 from picotrain import kernels_py as PY  # noqa: E402
 
-# The five Thumb-1 inline-assembly loops of the armv6m build.
-ASM_LOOPS = ("gather5", "scatter5", "block4_k5", "dot4_list", "dot2_list_masked")
+# The Thumb-1 inline-assembly loops of the armv6m build.
+ASM_LOOPS = ("gather5", "scatter5", "block4_k5", "dot4_list", "dot2_list_masked", "update_items", "idle_run",
+             "or_abs4", "add_rows2")
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,7 @@ def test_random_calls_reach_every_assembly_loop(image):
     funcs = sorted((a & ~1, n) for n, a in image.symbols.items() if n in image.functions)
     starts = [a for a, _ in funcs]
     hit = set()
-    for name, args in fuzz.calls(seed=8, n_conv=6, n_fc=8, n_elem=0):
+    for name, args in fuzz.calls(seed=8, n_conv=6, n_fc=8, n_elem=2):
         entry, cargs, _ = emu._plan(name, args)
         res = harness.run_image(image, entry, cargs, trace=True)
         hit |= {funcs[bisect.bisect_right(starts, pc) - 1][1] for pc in res.profiles[0]}

@@ -340,15 +340,27 @@ def test_masked_fc_and_scores(data):
         assert list(array("i", z)) == [0] * n_out
 
 
+def conv_fits(geom):
+    c_in, h, wd, c_out, k, stride, pad = geom
+    return pad < k and h + 2 * pad >= k and wd + 2 * pad >= k
+
+
+def conv_operands(geom, data):
+    """(x, w, number of weights) drawn for a conv geometry."""
+    c_in, h, wd, c_out, k, stride, pad = geom
+    n = c_out * c_in * k * k
+    x = data.draw(st.lists(i8_full, min_size=c_in * h * wd, max_size=c_in * h * wd))
+    w = data.draw(st.lists(i8_full, min_size=n, max_size=n))
+    return x, w, n
+
+
 @settings(max_examples=50)
 @given(conv_geom, st.data())
 def test_masked_conv_and_scores(geom, data):
     c_in, h, wd, c_out, k, stride, pad = geom
-    if pad >= k or h + 2 * pad < k or wd + 2 * pad < k:
+    if not conv_fits(geom):
         return
-    n = c_out * c_in * k * k
-    x = data.draw(st.lists(i8_full, min_size=c_in * h * wd, max_size=c_in * h * wd))
-    w = data.draw(st.lists(i8_full, min_size=n, max_size=n))
+    x, w, n = conv_operands(geom, data)
     scores, subset, thr, lim = mask_case(data, n)
     wm = materialise(w, scores, subset, thr)
     g = (c_in, h, wd, c_out, k, stride, pad)
@@ -368,6 +380,47 @@ def test_masked_conv_and_scores(geom, data):
     PY.conv2d_grad_s8_s32_chw(a8(e), a8(x), gw, *g)
     s2 = array(scores.typecode, scores)
     assert PY.score_update_s8(s2, subset, gw, a8(w), shift, lim, n) == sat and bytes(s2) == sc
+
+
+@settings(max_examples=80)
+@given(conv_geom, st.data())
+def test_fused_conv_requant_is_conv_bias_requant(geom, data):
+    """conv2d_(mask_)s8_s8_chw == conv2d_(mask_)s8_s32_chw + bias_add_s32 + requant_s32_s8,
+    bits and saturation count, on the output channels [c0, c1) only (the rest untouched),
+    with scratch of one plane or more."""
+    c_in, h, wd, c_out, k, stride, pad = geom
+    if not conv_fits(geom):
+        return
+    x, w, n = conv_operands(geom, data)
+    masked = data.draw(st.booleans())
+    scores, subset, thr, _ = mask_case(data, n) if masked else (None, None, 0, 0)
+    bias = data.draw(st.none() | st.lists(i32 | st.integers(-300, 300), min_size=c_out, max_size=c_out))
+    bias = None if bias is None else a32(bias)
+    d = data.draw(st.integers(-40, 40))
+    shift = data.draw(st.integers(-3, 40))
+    c0 = data.draw(st.integers(0, c_out))
+    c1 = data.draw(st.none() | st.integers(c0, c_out))
+    g = (c_in, h, wd, c_out, k, stride, pad)
+    oh, ow = PY.conv_out_size(h, k, stride, pad), PY.conv_out_size(wd, k, stride, pad)
+    plane = oh * ow
+    acc = a32([0] * (c_out * plane))
+    PY.conv2d_mask_s8_s32_chw(a8(x), a8(w), scores, subset, thr, acc, *g)
+    if bias is not None:
+        PY.bias_add_s32(acc, bias, c_out, plane, d)
+    full = a8([0] * (c_out * plane))
+    PY.requant_s32_s8(acc, full, c_out * plane, shift)
+    lo, hi = c0 * plane, (c_out if c1 is None else c1) * plane
+    want = a8([99] * (c_out * plane))
+    want[lo:hi] = full[lo:hi]
+    want_sat = PY.requant_s32_s8(a32(acc[lo:hi]), a8([0] * (hi - lo)), hi - lo, shift)
+    scratch = a32([7] * (plane * data.draw(st.integers(1, c_out + 1))))
+    if masked:
+        sat, (o,) = both("conv2d_mask_s8_s8_chw", a8(x), a8(w), scores, subset, thr, a8([99] * len(want)),
+                         scratch, *g, shift, bias, d, c0, c1, outs=(5,))
+    else:
+        sat, (o,) = both("conv2d_s8_s8_chw", a8(x), a8(w), a8([99] * len(want)), scratch, *g, shift, bias, d,
+                         c0, c1, outs=(2,))
+    assert o == bytes(want) and sat == want_sat
 
 
 # ------------------------------------- binary-decomposition rescale (Tin-Tin) --

@@ -261,3 +261,27 @@ print('built', m._built)
     assert lines[1].startswith("MemoryError PRIOT needs %d bytes of training buffers" % plan), lines
     assert "bytes are free after gc.collect()" in lines[1]
     assert lines[2] == "built 0"
+
+
+def test_static_methods_plan_a_smaller_scratch_that_grows_for_dynamic_passes():
+    """issue 8: static shifts fuse each convolution with its requantization, so StaticNITI,
+    PRIOT and PRIOT-S plan an int32 scratch of only the backward pass and one output plane;
+    a dynamic pass on the same model (forward(dynamic=True), calibrate) grows it first and
+    gives the bits of a model built for dynamic passes from the start."""
+    def acc_items(m, static):
+        return [n for name, _, n in m.plan(True, static) if name == "acc"][0]
+    dyn = memory.memory_plan(model(), "NITI", detail=True)["scratch"]
+    for name in ("StaticNITI", "PRIOT", "PRIOTS"):
+        assert memory.memory_plan(model(), name, detail=True)["scratch"] < dyn, name
+    m = model()
+    t = pt.PRIOT(m)
+    t.step(X, 2)
+    assert len(m.ws.acc) == acc_items(m, True) < acc_items(m, False)
+    ref = model()  # the same weights and scores, never built for static passes only
+    for lm, lr in zip(m.layers, ref.layers):
+        if lm.has_params:
+            lr.scores, lr.subset, lr.thr = array(lm.scores.typecode, lm.scores), lm.subset, lm.thr
+    got, want = m.forward(X, dynamic=True), ref.forward(X, dynamic=True)
+    assert len(m.ws.acc) == acc_items(m, False)
+    assert (list(got.data), got.exp) == (list(want.data), want.exp)
+    pt.calibrate(m, [(X, 1)])  # dynamic passes (with the error) over the grown scratch

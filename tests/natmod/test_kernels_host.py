@@ -168,6 +168,7 @@ SIGS = {  # name: (restype, argtypes); vp = a buffer
     "pt_fc_score_s8": (i32, [vp, vp, vp, P(Scores), i32, i32, i32, i32]),
     "pt_conv2d_score_s8_chw": (i32, [vp, vp, vp, P(Scores), i32, i32, P(Dims)]),
     "pt_score_update_s8": (i32, [P(Scores), vp, vp, i32, i32, i32]),
+    "pt_conv2d_mask_s8_s8_chw": (i32, [vp, vp, P(Scores), i32, vp, vp, i32, P(Dims), i32, vp, i32, i32, i32]),
 }
 lib = libc = None
 if SO:  # only in the sanitized child (and the deliberate-bug scripts)
@@ -360,6 +361,14 @@ class C:
         with Heap() as m:
             return lib.pt_conv2d_score_s8_chw(m.buf(e), m.buf(x), m.buf(w), m.scores(scores, subset), shift,
                                               smax, dims(*g))
+
+    @staticmethod
+    def conv2d_mask_s8_s8_chw(x, w, scores, subset, thr, out, acc, c_in, h, wd, c_out, k, stride, pad,
+                              shift, bias, d, c0=0, c1=None):
+        with Heap() as m:
+            return lib.pt_conv2d_mask_s8_s8_chw(m.buf(x), m.buf(w), m.scores(scores, subset), thr, m.buf(out),
+                                                m.buf(acc), len(acc), dims(c_in, h, wd, c_out, k, stride, pad),
+                                                shift, m.buf(bias), d, c0, c_out if c1 is None else c1)
 
     @staticmethod
     def score_update_s8(scores, subset, g, w, shift, smax, n):
@@ -630,6 +639,27 @@ class Sanitized:
         smax = data.draw(st.integers(0, lim))
         same("conv2d_score_s8_chw", a8(e), a8(x), a8(w), scores, subset, shift, smax, *g, outs=(3,),
              numpy=npy and shift <= 62)
+
+    @settings(max_examples=200)
+    @given(st.data())
+    def test_fused_conv_requant(self, data):
+        """issue 8: conv + bias + requant in one kernel, a channel range, scratch of one plane or
+        more (several channels a pass), every kind of mask."""
+        g, oh, ow = conv_case(data)
+        c_in, h, wd, c_out, k, stride, pad = g
+        nx, nw, no = c_in * h * wd, c_out * c_in * k * k, c_out * oh * ow
+        x = data.draw(lists(i8, nx))
+        w = data.draw(lists(i8, nw))
+        scores, subset, thr, _ = mask_case(data, nw) if data.draw(st.booleans()) else (None, None, 0, 0)
+        bias = data.draw(st.none() | lists(i32, c_out))
+        shift = data.draw(shifts.filter(lambda s: s <= 64))
+        d = data.draw(st.integers(-64, 64))
+        c0 = data.draw(st.integers(0, c_out))
+        c1 = data.draw(st.none() | st.integers(c0, c_out))
+        acc = a32([7] * max(1, oh * ow * data.draw(st.integers(1, c_out + 1))))
+        same("conv2d_mask_s8_s8_chw", a8(x), a8(w), scores, subset, thr, a8([9] * no), acc, *g, shift,
+             None if bias is None else a32(bias), d, c0, c1, outs=(5,),
+             numpy=c_in > 0 and c_out > 0 and shift <= 62)
 
     @settings(max_examples=300)
     @given(st.data())
