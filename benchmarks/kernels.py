@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """picotrain's kernels and whole training steps, in cycles, on an emulated RP2040.
 
-    .venv/bin/python benchmarks/kernels.py          # writes benchmarks/RESULTS.md, step_ms.png
+    .venv/bin/python benchmarks/kernels.py          # writes benchmarks/RESULTS.md, step_ms.png and
+                                                    # the table in README.md
     .venv/bin/python benchmarks/kernels.py --quick  # a small synthetic network, no files (< 1 min)
 
 What it does:
@@ -334,6 +335,33 @@ def plot(path, results, paper):
     plt.close(fig)
 
 
+README_START = "<!-- benchmarks/kernels.py: start -->"
+README_END = "<!-- benchmarks/kernels.py: end -->"
+
+
+def readme_table(results):
+    """The README's summary: ms per sample and bytes per method, ours vs the paper."""
+    L = ["| method | ms/sample, one core | two cores (estimate) | PRIOT paper (ms) | target (ms) | "
+         "bytes of tensors | PRIOT paper (bytes) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, r in results.items():
+        paper_ms, paper_b = PAPER.get(name, (None, None))
+        L.append("| %s | %.1f | %s | %s | %s | %s | %s |" % (
+            name, r["total_ms"], "%.1f" % r["dual_ms"] if r.get("dual_ms") else "",
+            "%.2f" % paper_ms if paper_ms else "", "< %d" % TARGET_MS[name] if name in TARGET_MS else "",
+            fmt(r["memory"]["total"]), fmt(paper_b) if paper_b else ""))
+    return L
+
+
+def write_readme(path, results):
+    """Replace the block between the README's markers with the summary table."""
+    text = path.read_text()
+    a, b = text.find(README_START), text.find(README_END)
+    if a < 0 or b < a:
+        raise SystemExit("%s has no %s ... %s block to fill" % (path, README_START, README_END))
+    block = "\n".join([README_START] + readme_table(results) + [README_END])
+    path.write_text(text[:a] + block + text[b + len(README_END):])
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
@@ -354,6 +382,8 @@ def main(argv=None):
         out = Path(args.out)
         (out / "RESULTS.md").write_text("\n".join(lines) + "\n")
         plot(out / "step_ms.png", saved["results"], PAPER)
+        if out.resolve() == HERE:
+            write_readme(HERE.parent / "README.md", saved["results"])
         return 0
     methods = [m for m in args.methods.split(",") if m]
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
@@ -421,6 +451,9 @@ def main(argv=None):
         (out / "RESULTS.md").write_text("\n".join(lines) + "\n")
         plot(out / "step_ms.png", results, PAPER)
         log("wrote %s and %s" % (out / "RESULTS.md", out / "step_ms.png"))
+        if out.resolve() == HERE and set(PAPER) <= set(results):  # the full run: the README's table too
+            write_readme(HERE.parent / "README.md", results)
+            log("updated the table in README.md")
     ok = all(r["after_exact"] and r.get("before_exact", True) and r["dense_exact"] for r in results.values())
     return 0 if ok else 1
 
