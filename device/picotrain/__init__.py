@@ -18,5 +18,6 @@ from .rng import XorShift32  # noqa: F401
 from .train import NITI, StaticNITI, Trainer, calibrate, evaluate  # noqa: F401
 from .tintin import TinTin  # noqa: F401  (issue 5)
 from .partial import FQT, PartialFQT  # noqa: F401  (issue 5)
+from .guard import Guard  # noqa: F401  (issue 7)
 
 __version__ = "0.1.0"

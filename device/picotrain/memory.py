@@ -72,6 +72,9 @@ def trainer_plan(t):
     for k in method:
         if k not in out:
             out[k] = method[k]
+    guard = getattr(t, "guard", None)  # a dry run stops before Trainer.__init__ sets it
+    if guard is not None and guard.nbytes():
+        out["rollback"] = guard.nbytes()  # the copy of the trained tensors (issue 7)
     total = 0
     for k in out:
         total += out[k]
