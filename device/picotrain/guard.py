@@ -77,7 +77,10 @@ class Guard:
         self._numbers = None
         self._state = None
         self._where = None
-        self._trip = None
+        self._trip = None        # what the failed check found, until epoch_end rolls back
+        self._per_sample = 1     # values per sample the saturation share is taken of (start)
+        self._ep = self._ep_n = self._ep_ok = 0   # the epoch, its samples and right answers
+        self._n = self._base = 0                  # samples and saturations at the last check
 
     # ------------------------------------------------------ what it costs --
     def nbytes(self):
