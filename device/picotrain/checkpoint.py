@@ -21,6 +21,10 @@ not atomic. resume() checks both (CRC-32 over the whole file, streamed in
 small chunks), skips any that fails with a warning, and loads the newer good
 one. Leftover .tmp files are removed.
 
+With fit(..., guard=picotrain.Guard()), the guard judges the state before
+every save and a state that fails is not written: the newest checkpoint is
+then always a good one, and a collapse rolls back to it (picotrain/guard.py).
+
 Progress is saved only at mini-batch boundaries, where a trainer has no
 half-accumulated gradient, so a resumed run computes exactly the bits the
 uninterrupted run would have (tests/device/test_checkpoint.py kills the

@@ -37,7 +37,6 @@ Where the good state lives:
   A rollback loads it (its parameters are in RAM twice for a moment) and
   copies it into the live model. Nothing is kept in RAM.
 """
-from . import checkpoint as C
 from .layers import _prod
 
 
@@ -87,8 +86,7 @@ class Guard:
         """Bytes of the RAM copy this guard holds (0 with a checkpoint)."""
         return self._copy_nbytes
 
-    @staticmethod
-    def copy_nbytes(t):
+    def copy_nbytes(self, t):
         """Bytes a RAM copy of trainer t's trained tensors takes."""
         n = 0
         for _, b in t._trained(t.model)[0]:
@@ -198,18 +196,20 @@ class Guard:
         for (a, _), c in zip(arrays, self._copy):
             c[:] = a
         self._numbers = [getattr(o, k) for o, k in numbers]
-        self._state = C.method_state(t)
+        from .checkpoint import method_state  # here: a run without checkpoints need not load their code
+        self._state = method_state(t)
         self._where = where
 
     def _roll_back(self, t):
         """Put the last good state back into t; returns where it came from."""
+        from .checkpoint import restore_method_state
         arrays, numbers = t._trained(t.model)
         if self._ck is None:
             for (a, _), c in zip(arrays, self._copy):
                 a[:] = c
             for (o, k), v in zip(numbers, self._numbers):
                 setattr(o, k, v)
-            C.restore_method_state(t, self._state)
+            restore_method_state(t, self._state)
             return self._where
         found = self._ck.newest()
         if found is None:
@@ -220,7 +220,7 @@ class Guard:
             a[:] = s
         for (o, k), (so, sk) in zip(numbers, src_numbers):
             setattr(o, k, getattr(so, sk))
-        C.restore_method_state(t, info)
+        restore_method_state(t, info)
         return "the checkpoint %s (%d epochs + %d samples done)" % (path, info["epoch"], info["sample"])
 
 

@@ -125,12 +125,12 @@ def test_memory_counts_the_copy(folder):
     t = pt.StaticNITI(m, mu=3)
     before = t.nbytes()
     guard = pt.Guard()
-    assert pt.Guard.copy_nbytes(t) == 6 * 9 + 12 * 6 * 9 + 48 * 10 == 1182  # the int8 weights
+    assert guard.copy_nbytes(t) == 6 * 9 + 12 * 6 * 9 + 48 * 10 == 1182  # the int8 weights
     t.fit([], epochs=1, guard=guard, log=None)
     assert guard.nbytes() == 1182 and t.nbytes() == before + 1182
     assert memory.trainer_plan(t)["rollback"] == 1182
     p = pt.PRIOT(pt.load(str(folder / "pre.pt8")), score_bits=16)
-    assert pt.Guard.copy_nbytes(p) == 2 * 1182  # int16 scores
+    assert guard.copy_nbytes(p) == 2 * 1182  # int16 scores
 
 
 @pytest.mark.parametrize("make", [
