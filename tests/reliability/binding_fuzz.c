@@ -13,9 +13,11 @@
  * - An input is a series of calls: a byte picks a function from that table, one
  *   the number of arguments (within the signature, as the runtime guarantees),
  *   then each argument is built from the next bytes: a small int (0..31, edge
- *   values, bytes, halfwords), a long int, None, a str, or a buffer (array,
+ *   values, bytes, halfwords), a long int, None, a str, a buffer (array,
  *   memoryview, bytearray or read-only bytes) of a random typecode, length,
- *   alignment and contents. Buffers are malloc'd to their exact end and the bytes
+ *   alignment and contents, or an adaptive argument: an array or an int,
+ *   whichever the binding first takes it for (so the fuzzer reaches the kernels
+ *   of ten-argument calls without guessing each argument's kind). Buffers are malloc'd to their exact end and the bytes
  *   before a misaligned start are poisoned, so ASan sees any access outside.
  * - Exceptions: the binding may raise only TypeError or ValueError, with a message
  *   that starts with the function's name; mp_raise unwinds with longjmp to the
@@ -115,10 +117,21 @@ typedef struct {
     int writable;
     unsigned char *block;             /* what malloc returned */
     size_t pad;                       /* poisoned bytes before info.buf */
+    mp_int_t value;                   /* an adaptive argument's value, should it be an int */
 } fake_buf_t;
 
 static fake_buf_t bufs[MAX_ARGS];
 static int n_bufs;
+
+/* An adaptive argument is an array or an int, whichever the binding first takes it for:
+ * type_undecided until then. The binding cannot tell it from a plain one (it sees one
+ * object of one type), and the fuzzer need not guess which arguments are buffers. */
+static const mp_obj_type_t type_undecided = {.name = MP_QSTR_int};
+
+static fake_buf_t *as_buf(mp_const_obj_t o) {
+    const fake_buf_t *b = (const fake_buf_t *)o;
+    return b >= bufs && b < bufs + MAX_ARGS ? (fake_buf_t *)b : NULL;
+}
 
 /* ----------------------------------------------------------- stand-ins -- */
 
@@ -128,7 +141,7 @@ static mp_uint_t s_native_from_obj(mp_obj_t o, mp_uint_t type) {
         return (mp_uint_t)MP_OBJ_SMALL_INT_VALUE(o);
     }
     if (!mp_obj_is_qstr(o) && ((const mp_obj_base_t *)o)->type == &type_int) {
-        return (mp_uint_t)((const fake_obj_t *)o)->value;
+        return (mp_uint_t)(as_buf(o) ? as_buf(o)->value : ((const fake_obj_t *)o)->value);
     }
     fail("mp_obj_get_int", "called on an object that is not an int");
     return 0;
@@ -156,6 +169,9 @@ static const mp_obj_type_t *s_obj_get_type(mp_const_obj_t o) {
     if (mp_obj_is_qstr(o)) {
         return &type_str;
     }
+    if (((const mp_obj_base_t *)o)->type == &type_undecided) {
+        as_buf(o)->base.type = &type_int;   /* asked for its type first: an int */
+    }
     return ((const mp_obj_base_t *)o)->type;
 }
 
@@ -181,6 +197,9 @@ static mp_obj_t s_new_tuple(size_t n, const mp_obj_t *items) {
 static bool s_get_buffer(mp_obj_t o, mp_buffer_info_t *bi, mp_uint_t flags) {
     if (mp_obj_is_small_int(o) || mp_obj_is_qstr(o)) {
         return false;
+    }
+    if (((const mp_obj_base_t *)o)->type == &type_undecided) {
+        as_buf(o)->base.type = &type_array;   /* asked for its buffer first: an array */
     }
     const mp_obj_type_t *t = ((const mp_obj_base_t *)o)->type;
     if (t != &type_array && t != &type_memoryview && t != &type_bytearray && t != &type_bytes) {
@@ -431,8 +450,9 @@ static mp_obj_t make_buffer(input_t *in, unsigned kind, int tc) {
 }
 
 /* One byte says what an argument is, so that a mutation of it changes one argument:
- * 0x00-0x3f the small int k & 31; 0x40-0x7f an array of TYPECODES[k & 15]; 0x80-0x9f a
- * memoryview (k & 16) or bytearray / read-only bytes (k & 1); 0xa0-0xbf an edge value;
+ * 0x00-0x3f the small int k & 31; 0x40-0x7f an array of TYPECODES[k & 15]; 0x80-0x8f a
+ * memoryview (k & 8) or bytearray / read-only bytes (k & 1); 0x90-0xaf adaptive: an array
+ * of TYPECODES[k & 15] or a small int (the next byte % 33); 0xb0-0xbf an edge value;
  * 0xc0-0xcf any int8, 0xd0-0xdf any int16; 0xe0-0xef a long int; 0xf0-0xf7 None; else a str. */
 static mp_obj_t make_arg(input_t *in) {
     unsigned k = take(in);
@@ -442,8 +462,15 @@ static mp_obj_t make_arg(input_t *in) {
     if (k < 0x80) {
         return make_buffer(in, 2, TYPECODES[k & 15]);
     }
-    if (k < 0xA0) {
-        return make_buffer(in, k & 16 ? 3 : k & 1, TYPECODES[k & 15]);
+    if (k < 0x90) {
+        return make_buffer(in, k & 8 ? 3 : k & 1, TYPECODES[k & 15]);
+    }
+    if (k < 0xB0) {
+        mp_int_t v = take(in) % 33;
+        fake_buf_t *b = as_buf(make_buffer(in, 2, TYPECODES[k & 15]));
+        b->base.type = &type_undecided;
+        b->value = v;
+        return MP_OBJ_FROM_PTR(b);
     }
     if (k < 0xC0) {
         return MP_OBJ_NEW_SMALL_INT(EDGES[take(in) % N_EDGES]);
