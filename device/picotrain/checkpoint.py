@@ -21,6 +21,10 @@ not atomic. resume() checks both (CRC-32 over the whole file, streamed in
 small chunks), skips any that fails with a warning, and loads the newer good
 one. Leftover .tmp files are removed.
 
+With fit(..., guard=picotrain.Guard()), the guard judges the state before
+every save and a state that fails is not written: the newest checkpoint is
+then always a good one, and a collapse rolls back to it (picotrain/guard.py).
+
 Progress is saved only at mini-batch boundaries, where a trainer has no
 half-accumulated gradient, so a resumed run computes exactly the bits the
 uninterrupted run would have (tests/device/test_checkpoint.py kills the
@@ -86,6 +90,21 @@ class Checkpoint:
     def resume(self):
         """Build the trainer of the newest good checkpoint; None when there is
         none. Corrupt or unreadable checkpoints are skipped with a warning."""
+        found = self.newest()
+        if found is None:
+            return None
+        model, info, path = found
+        t = self._rebuild(model, info)
+        self.trainer, self.info, self.last = t, info, path
+        self.seq, self.epoch, self.sample = info["seq"], info["epoch"], info["sample"]
+        self.epochs = info.get("epochs", 0)
+        self._note("resumed %s from %s: %d of %d epochs done, +%d samples"
+                   % (info["method"], path, self.epoch, self.epochs, self.sample))
+        return t
+
+    def newest(self):
+        """(model, META "ckpt", path) of the newest good checkpoint, or None.
+        Corrupt or unreadable checkpoints are skipped with a warning."""
         self._remove_tmp()
         cands = []
         for path in self.files():
@@ -106,14 +125,7 @@ class Checkpoint:
             except (OSError, ValueError) as e:  # changed since peek(): take the other
                 self._note("warning: %s skipped: %s" % (path, e))
                 continue
-            info = model.meta.pop("ckpt")
-            t = self._rebuild(model, info)
-            self.trainer, self.info, self.last = t, info, path
-            self.seq, self.epoch, self.sample = info["seq"], info["epoch"], info["sample"]
-            self.epochs = info.get("epochs", 0)
-            self._note("resumed %s from %s: %d of %d epochs done, +%d samples"
-                       % (info["method"], path, self.epoch, self.epochs, self.sample))
-            return t
+            return model, model.meta.pop("ckpt"), path
         return None
 
     def _rebuild(self, model, info):
@@ -127,10 +139,7 @@ class Checkpoint:
         if "reset" in opts:
             opts["reset"] = False  # keep the checkpoint's scores
         t = cls(model, **opts)
-        if info.get("rng") is not None and getattr(t, "rng", None) is not None:
-            t.rng.state = info["rng"]
-        if info.get("tstate") is not None and hasattr(t, "restore_state"):
-            t.restore_state(info["tstate"])
+        restore_method_state(t, info)
         return t
 
     # --------------------------------------------- called by Trainer.fit --
@@ -148,21 +157,23 @@ class Checkpoint:
             for p in old:
                 os.remove(p)
         self._remove_tmp()
-        self.trainer, self.info = t, None
+        self.trainer, self.info, self.last = t, None, None
         self.seq = self.epoch = self.sample = self._skip = 0
         return 0
 
-    def data(self, data, ep):
+    def data(self, data, ep, vet=None):
         """The samples of epoch ep, from where the checkpoint left off, saving
         every `every` samples. data with an iterate(epoch, start) method (such
         as picotrain.link's) is asked for exactly those; other iterables have
-        their first samples passed over."""
+        their first samples passed over. vet(trainer) -> bool, if given, is
+        asked before each of these saves: False ends the epoch there, unsaved
+        (fit's guard= uses it, so that every checkpoint holds a vetted state)."""
         skip = self._skip if ep == self.epoch else 0
         self._skip = 0
         self.epoch, self.sample = ep, skip
-        return self._walk(data, ep, skip)
+        return self._walk(data, ep, skip, vet)
 
-    def _walk(self, data, ep, skip):
+    def _walk(self, data, ep, skip, vet):
         t = self.trainer
         n = len(data) if hasattr(data, "__len__") else -1
         if hasattr(data, "iterate"):
@@ -183,6 +194,8 @@ class Checkpoint:
             self.sample = i
             self._since += 1
             if every and self._since >= every and t.count % t.batch == 0 and i != n:
+                if vet is not None and not vet(t):
+                    return
                 self.save(t)
 
     def epoch_done(self, t, done):
@@ -199,11 +212,7 @@ class Checkpoint:
         path = self.files()[self.seq & 1]
         info = {"seq": self.seq, "epoch": self.epoch, "sample": self.sample, "epochs": self.epochs,
                 "method": type(t).__name__, "options": self._options(t)}
-        rng = getattr(t, "rng", None)
-        if rng is not None:
-            info["rng"] = rng.state
-        if hasattr(t, "checkpoint_state"):
-            info["tstate"] = t.checkpoint_state()
+        info.update(method_state(t))
         if self.state is not None:
             info["state"] = self.state() if callable(self.state) else self.state
         modelfile.save(t.model, path, {"ckpt": info})
@@ -234,6 +243,26 @@ class Checkpoint:
             for q in (p, p + ".tmp"):
                 if _exists(q):
                     os.remove(q)
+
+
+def method_state(t):
+    """What a trainer keeps outside its model: its PRNG's state ("rng") and
+    checkpoint_state() ("tstate"), as a dict of JSON-able values."""
+    out = {}
+    rng = getattr(t, "rng", None)
+    if rng is not None:
+        out["rng"] = rng.state
+    if hasattr(t, "checkpoint_state"):
+        out["tstate"] = t.checkpoint_state()
+    return out
+
+
+def restore_method_state(t, state):
+    """Put back what method_state() took (state may hold more keys)."""
+    if state.get("rng") is not None and getattr(t, "rng", None) is not None:
+        t.rng.state = state["rng"]
+    if state.get("tstate") is not None and hasattr(t, "restore_state"):
+        t.restore_state(state["tstate"])
 
 
 def _exists(path):

@@ -23,7 +23,8 @@ requested record 0xA5 + the record exactly as in a .pt8d file (label, CRC-16,
 sample). 0x5A ends a window early (the host has no more). Each record is
 checked by data.decode_record, as a file's are: a bad CRC or label is skipped
 and counted (`skipped`). A lost or extra byte is found by the frame byte and
-costs the rest of that window; a silent host times out. While a window is
+costs the rest of that window; a silent host times out, and one silent for a
+whole window ends the epoch (the rest is counted in `lost`). While a window is
 read, Ctrl-C is data (micropython.kbd_intr(-1)); between windows it works.
 """
 import json
@@ -241,6 +242,11 @@ class StreamDataset(D._Samples):
                     return  # the host has no more samples this epoch
                 if label == -3:
                     self.lost += k - got
+                    if got == 0:
+                        # not a byte for a whole window: the host is gone, and asking on
+                        # would wait out a timeout per window for the rest of the epoch
+                        self.lost += n - i - k
+                        return
                     break
                 got += 1
                 if label < 0:

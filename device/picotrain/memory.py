@@ -73,6 +73,9 @@ def trainer_plan(t):
     for k in method:
         if k not in out:
             out[k] = method[k]
+    guard = getattr(t, "guard", None)  # a dry run stops before Trainer.__init__ sets it
+    if guard is not None and guard.nbytes():
+        out["rollback"] = guard.nbytes()  # the copy of the trained tensors (issue 7)
     total = 0
     for k in out:
         total += out[k]
@@ -127,7 +130,7 @@ def preflight(t):
     need = _to_allocate(t, plan)
     extra = allowance(t.model)
     if free < need + extra:
-        total = plan["total"] if plan is not None else t.model.nbytes(training=True)
+        total = plan["total"] if plan is not None else t.model.nbytes(training=True, static=not t.dynamic)
         raise MemoryError("%s needs %d bytes of training buffers (%d still to allocate, and about %d for "
                           "the objects around them) but only %d bytes are free after gc.collect(): try "
                           "batch=1, head_only=True, freeze=[...], PRIOTS, or a smaller model"

@@ -115,6 +115,14 @@ class PartialFQT(FQT):
             big_plane = max(big_plane, plane if self.batch == 1 else row)
         return geo, big_g, big_e, big_c, big_plane
 
+    def _trained(self, model):
+        """The weights and the per-channel update counts."""
+        arrays, numbers = Trainer._trained(self, model)
+        for i in self.train_idx:
+            cnt = model.layers[i].upd_count
+            arrays.append((cnt, 4 * len(cnt)))
+        return arrays, numbers
+
     def _plan_nbytes(self):
         """Buffers by category (picotrain.memory). Batch 1: the selected rows'
         int32 gradient (shared by the layers), per layer the channel norms,

@@ -149,6 +149,14 @@ class PRIOT(Trainer):
         l.scores = sc
         l.thr = self.threshold
 
+    def _trained(self, model):
+        """The scores (the weights stay as they are)."""
+        arrays = []
+        for i in self.train_idx:
+            sc = model.layers[i].scores
+            arrays.append((sc, len(sc) * (self.score_bits // 8)))
+        return arrays, []
+
     def _unscored(self):
         """Fraction of edges without a score (PRIOT: none)."""
         return None

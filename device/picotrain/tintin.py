@@ -168,6 +168,14 @@ class TinTin(Trainer):
                 self.last_param = i
         self.upscale([i for i in self.train_idx if i in fresh])
 
+    def _trained(self, model):
+        """The weights, and all three exponents and the rescale count of each."""
+        arrays, numbers = Trainer._trained(self, model)
+        for i in self.train_idx:
+            l = model.layers[i]
+            numbers += [(l.weight, "u"), (l.weight, "d"), (l, "w_rescales")]
+        return arrays, numbers
+
     def upscale(self, which=None):
         """Rescale the trainable weight tensors (which: layer indices; default
         all) to fill [-(127 - dmax), 127 - dmax]: the largest step then never

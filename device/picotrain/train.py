@@ -81,6 +81,7 @@ class Trainer:
         model.build(training=True, static=not self.dynamic)
         self.count = 0
         self.result = [0, 0]
+        self.guard = None  # the Guard of the latest fit (issue 7)
         self._setup()
 
     # ---------------------------------------------------------- the method --
@@ -136,18 +137,33 @@ class Trainer:
             self.count = 0
         return ok / n if n else 0.0
 
-    def fit(self, data, epochs=1, test=None, log=print, checkpoint=None):
+    def fit(self, data, epochs=1, test=None, log=print, checkpoint=None, guard=None):
         """Train for some epochs, one short line each; returns the history.
-        checkpoint: a picotrain.checkpoint.Checkpoint (saves progress, resumes)."""
+        checkpoint: a picotrain.checkpoint.Checkpoint (saves progress, resumes).
+        guard: a picotrain.Guard (detects a collapse, rolls back to the last
+        good state; the row of that epoch gets "collapse")."""
         hist = []
         first = checkpoint.start(self, epochs) if checkpoint is not None else 0  # issue 6
+        self.guard = guard
+        if guard is not None:
+            guard.start(self, checkpoint)  # issue 7
         for ep in range(first, epochs):
             t0 = _ms()
-            acc = self.epoch(data if checkpoint is None else checkpoint.data(data, ep))
+            src = data
+            if checkpoint is not None:
+                src = checkpoint.data(data, ep, None if guard is None else guard.check)
+            if guard is not None:
+                src = guard.watch(self, src, ep)
+            acc = self.epoch(src)
             dt = _ms() - t0
             n = len(data) if hasattr(data, "__len__") else 0
             row = {"epoch": ep + 1, "train_acc": acc, "ms_per_sample": dt / n if n else 0}
             line = "epoch %d  train %.2f%%" % (ep + 1, 100 * acc)
+            event = None
+            if guard is not None:
+                event = guard.epoch_end(self)  # rolled back already: the test below scores the good state
+                row["sat"] = guard.last_sat
+                line += "  sat %.2f%%" % (100 * guard.last_sat)
             if test is not None:
                 row["test_acc"] = self.evaluate(test)
                 line += "  test %.2f%%" % (100 * row["test_acc"])
@@ -155,9 +171,15 @@ class Trainer:
             free = _free_heap()
             if free >= 0:
                 line += "  free %d B" % free
+            if event is not None:
+                row["collapse"] = event
+                line += "  COLLAPSE: %s; rolled back to %s, %s" % (
+                    event["why"], event["back_to"], "stopped" if guard.stop else "going on")
             if log:
                 log(line)
             hist.append(row)
+            if event is not None and guard.stop:
+                break
             if checkpoint is not None:
                 checkpoint.epoch_done(self, ep + 1)
         return hist
@@ -169,8 +191,25 @@ class Trainer:
         return evaluate(self.model, data)
 
     def nbytes(self):
-        """Bytes of training buffers: the model's plus the method's."""
-        return self.model.nbytes(training=True, static=not self.dynamic) + self._method_nbytes()
+        """Bytes of training buffers: the model's, the method's, and the copy
+        a Guard keeps to roll back to (while fit uses one)."""
+        n = self.model.nbytes(training=True, static=not self.dynamic) + self._method_nbytes()
+        if self.guard is not None:
+            n += self.guard.nbytes()
+        return n
+
+    def _trained(self, model):
+        """What training changes in `model` (this trainer's own, or one loaded
+        from its checkpoint, with the same layers): ([(array, bytes)], [(object,
+        attribute name)]), the arrays and the plain numbers that a Guard copies
+        to roll back. The trained layers' weights and their exponents here;
+        methods that change more say so."""
+        arrays, numbers = [], []
+        for i in self.train_idx:
+            w = model.layers[i].weight
+            arrays.append((w.data, w.size))
+            numbers.append((w, "exp"))
+        return arrays, numbers
 
     def _plan_nbytes(self):
         """The method's own buffers by category ({'gradients': bytes, ...}),
