@@ -7,8 +7,9 @@
     m.predict(x); m.save("model.pt8")
 
 picotrain.backend() names the active kernel backend; picotrain.use_backend()
-changes it.
+changes it; picotrain.use_cores(2) splits the big kernels across two cores.
 """
+from .cores import use_cores  # noqa: F401
 from .kernels import backend, use as use_backend  # noqa: F401
 from .layers import Conv2d, Flatten, Linear, MaxPool2d, Model, ReLU, Tensor  # noqa: F401
 from .memory import memory_plan  # noqa: F401

@@ -24,8 +24,19 @@ NAMES = (
     "fc_score_s8", "conv2d_score_s8_chw", "score_update_s8",
 )
 
+# The kernels that take a channel range, optional c0, c1 after their own
+# arguments (kernels_py.check_range): name -> (number of their own arguments,
+# position of the channel count among them). cores.py splits these.
+RANGED = {
+    "fc_s8_s32": (5, 4), "outer_s8_s32": (5, 3), "update_s8": (4, 2),
+    "fc_mask_s8_s32": (8, 7), "fc_score_s8": (9, 8),
+    "conv2d_s8_s32_chw": (10, 6), "conv2d_t_s8_s32_chw": (10, 3), "conv2d_grad_s8_s32_chw": (10, 6),
+    "conv2d_mask_s8_s32_chw": (13, 9), "conv2d_t_mask_s8_s32_chw": (13, 6), "conv2d_score_s8_chw": (14, 10),
+}
+
 _active = None
 _fallbacks = ()
+_cores = 1  # set by cores.use_cores
 
 # mpy arch codes (py/persistentcode.h): what a native .mpy was built for.
 ARCHS = ("none", "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
@@ -107,6 +118,9 @@ def use(name="auto"):
         g[k] = f
     _active = name
     _fallbacks = tuple(missing)
+    if _cores > 1:
+        from .cores import split_kernels
+        split_kernels(g)
     return name
 
 
@@ -119,10 +133,14 @@ def _has_numpy():
 
 
 def backend():
-    """Name of the active backend, with any kernels it borrows from 'python'."""
+    """Name of the active backend, with any kernels it borrows from 'python'
+    and the number of cores when it is not one."""
+    name = _active
     if _fallbacks:
-        return "%s (python for: %s)" % (_active, ", ".join(_fallbacks))
-    return _active
+        name = "%s (python for: %s)" % (name, ", ".join(_fallbacks))
+    if _cores > 1:
+        name = "%s, %d cores" % (name, _cores)
+    return name
 
 
 def _initial():

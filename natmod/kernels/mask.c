@@ -48,12 +48,24 @@ uint32_t pt_mask_range_s8(const int8_t *w, const pt_scores_t *sc, int32_t thr, u
     }
     for (t = 0; t < n; t++) {
         int8_t v = w[t];
-        if (pt_edge_scored(sc->subset, j0 + (uint32_t)t) && pt_score_get(sc, si++) < thr) {
+        if (pt_edge_scored(sc, j0 + (uint32_t)t) && pt_score_get(sc, si++) < thr) {
             v = 0;
         }
         out[t] = v;
     }
     return si;
+}
+
+pt_scores_t *pt_scores_view(pt_scores_t *v, const pt_scores_t *sc, uint32_t j0) {
+    const uint32_t skip = pt_scores_in(sc, 0, j0);
+    v->s16 = sc->s16;
+    v->data = sc->data;   /* may be NULL when there are no scores at all */
+    if (skip) {
+        v->data = sc->s16 ? (void *)((int16_t *)sc->data + skip) : (void *)((int8_t *)sc->data + skip);
+    }
+    v->subset = sc->subset;
+    v->edge0 = sc->subset ? sc->edge0 + j0 : 0;
+    return v;
 }
 
 void pt_mask_s8(const int8_t *w, const pt_scores_t *sc, int32_t thr, int8_t *out, int32_t n) {

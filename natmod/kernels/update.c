@@ -108,8 +108,12 @@ static PT_NOINLINE int32_t update_fast(int8_t *w, const int32_t *g, int32_t n, i
     return sat;
 }
 
-int32_t pt_update_s8(int8_t *w, const int32_t *g, int32_t n, int32_t shift) {
+int32_t pt_update_s8(int8_t *w, const int32_t *g, int32_t n, int32_t shift, int32_t c0, int32_t c1) {
     int32_t sat = 0;
+    (void)n;
+    w += c0;   /* items [c0, c1): the same step on each */
+    g += c0;
+    n = c1 - c0;
     if (shift >= 1 && shift <= 31) {
         return update_fast(w, g, n, shift);
     }
