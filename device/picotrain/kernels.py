@@ -26,12 +26,19 @@ NAMES = (
 
 # The kernels that take a channel range, optional c0, c1 after their own
 # arguments (kernels_py.check_range): name -> (number of their own arguments,
-# position of the channel count among them). cores.py splits these.
+# position of the channel count among them, positions of the sizes whose
+# product times the last number estimates the work in multiply-accumulates).
+# cores.py splits these. A conv's work is taken as c_in*h*wd*c_out*k*k (the
+# output plane as big as the input's); an update costs about 16 MACs an item.
+_CONV = (3, 4, 5, 6, 7, 7)
 RANGED = {
-    "fc_s8_s32": (5, 4), "outer_s8_s32": (5, 3), "update_s8": (4, 2),
-    "fc_mask_s8_s32": (8, 7), "fc_score_s8": (9, 8),
-    "conv2d_s8_s32_chw": (10, 6), "conv2d_t_s8_s32_chw": (10, 3), "conv2d_grad_s8_s32_chw": (10, 6),
-    "conv2d_mask_s8_s32_chw": (13, 9), "conv2d_t_mask_s8_s32_chw": (13, 6), "conv2d_score_s8_chw": (14, 10),
+    "fc_s8_s32": (5, 4, (3, 4), 1), "outer_s8_s32": (5, 3, (3, 4), 1), "update_s8": (4, 2, (2,), 16),
+    "fc_mask_s8_s32": (8, 7, (6, 7), 1), "fc_score_s8": (9, 8, (7, 8), 1),
+    "conv2d_s8_s32_chw": (10, 6, _CONV, 1), "conv2d_t_s8_s32_chw": (10, 3, _CONV, 1),
+    "conv2d_grad_s8_s32_chw": (10, 6, _CONV, 1),
+    "conv2d_mask_s8_s32_chw": (13, 9, tuple(p + 3 for p in _CONV), 1),
+    "conv2d_t_mask_s8_s32_chw": (13, 6, tuple(p + 3 for p in _CONV), 1),
+    "conv2d_score_s8_chw": (14, 10, tuple(p + 4 for p in _CONV), 1),
 }
 
 _active = None

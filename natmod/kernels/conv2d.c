@@ -872,8 +872,8 @@ static PT_NOINLINE int32_t score_row_s8(int8_t *s, const int32_t *g, const int8_
     return sat;
 }
 
-static int32_t conv_score(const int8_t *e, const int8_t *x, const int8_t *w, const pt_scores_t *sc,
-                          int32_t shift, int32_t smax, const pt_conv2d_dims_t *d) {
+static PT_NOINLINE int32_t conv_score(const int8_t *e, const int8_t *x, const int8_t *w, const pt_scores_t *sc,
+                                      int32_t shift, int32_t smax, const pt_conv2d_dims_t *d) {
     const int32_t k = d->k, plane = d->oh * d->ow, hw = d->h * d->w;
     uint32_t j = 0, si = 0;
     int32_t sat = 0, co, ci, kh, kw, g[KROW_MAX];

@@ -261,15 +261,28 @@ static void dot1_list_masked(const int32_t *lp, const int32_t *end, const int8_t
     *acc = a;
 }
 
-/* Word q of the n bits of a bitmap from bit p0 on (bits past n cleared); p0
- * is any bit (a channel range's view), so the word may span five bytes. */
+/* Word q of the n bits of a bitmap from bit p0 on (bits past n cleared), any
+ * alignment; p0 is not a multiple of 8 in a channel range's view, then the
+ * word spans five bytes. */
 PT_INLINE uint32_t bits_word(const uint8_t *bits, uint32_t p0, uint32_t q, uint32_t n) {
     const uint32_t p = p0 + 32u * q, sh = p & 7u, left = n - 32u * q;   /* left > 0 */
-    const uint32_t want = sh + (left < 32u ? left : 32u);   /* bits of b to read */
+    const uint32_t want = sh + left;   /* bits of b that matter (more than 32: all) */
     const uint8_t *b = bits + (p >> 3);
-    uint32_t v = (uint32_t)b[0] >> sh, i;
-    for (i = 1; 8u * i < want; i++) {
-        v |= (uint32_t)b[i] << (8u * i - sh);   /* i = 4 only when sh > 0: shift < 32 */
+    uint32_t v = b[0];
+    if (want > 8u) {
+        v |= (uint32_t)b[1] << 8;
+    }
+    if (want > 16u) {
+        v |= (uint32_t)b[2] << 16;
+    }
+    if (want > 24u) {
+        v |= (uint32_t)b[3] << 24;
+    }
+    if (sh) {
+        v >>= sh;
+        if (want > 32u) {
+            v |= (uint32_t)b[4] << (32u - sh);
+        }
     }
     return left >= 32u ? v : v & ((1u << left) - 1u);
 }

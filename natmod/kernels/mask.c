@@ -46,9 +46,11 @@ uint32_t pt_mask_range_s8(const int8_t *w, const pt_scores_t *sc, int32_t thr, u
         }
         return si + (uint32_t)n;
     }
+    j0 += sc->edge0;   /* a local bit index: the stores to out may alias *sc */
     for (t = 0; t < n; t++) {
+        const uint32_t b = j0 + (uint32_t)t;
         int8_t v = w[t];
-        if (pt_edge_scored(sc, j0 + (uint32_t)t) && pt_score_get(sc, si++) < thr) {
+        if (pt_bit(sc->subset, b) && pt_score_get(sc, si++) < thr) {
             v = 0;
         }
         out[t] = v;

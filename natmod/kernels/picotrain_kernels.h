@@ -39,6 +39,7 @@
 #include <stdint.h>
 
 #define PT_Q_MAX 127                 /* int8 saturation bound (symmetric, as NITI) */
+#define PT_CHANNEL_RANGES 1          /* the big kernels take c0, c1 (the rules above) */
 
 /* armv6m (Cortex-M0+, the RP2040) gets hand-scheduled Thumb-1 inner loops
  * (inline asm); every other target, and -DPT_NO_ASM, the C loops with the
@@ -280,8 +281,14 @@ PT_INLINE int32_t pt_score_get(const pt_scores_t *sc, uint32_t si) {
     return sc->s16 ? (int32_t)((const int16_t *)sc->data)[si] : (int32_t)((const int8_t *)sc->data)[si];
 }
 
+/* Bit b of a bitmap; every bit of a NULL bitmap is set. */
+PT_INLINE int pt_bit(const uint8_t *bits, uint32_t b) {
+    return bits == NULL || ((bits[b >> 3] >> (b & 7u)) & 1u);
+}
+
+/* Whether edge j of *sc has a score: bit edge0 + j of the subset. */
 PT_INLINE int pt_edge_scored(const pt_scores_t *sc, uint32_t j) {
-    return sc->subset == NULL || ((sc->subset[(sc->edge0 + j) >> 3] >> ((sc->edge0 + j) & 7)) & 1);
+    return pt_bit(sc->subset, sc->edge0 + j);
 }
 
 /* *v = the scores of the edges from j0 on of *sc, numbered from 0; returns v. */
@@ -304,9 +311,17 @@ const int8_t *pt_find_below_s8(const int8_t *p, const int8_t *end, uint32_t belo
 /* Number of set bits of bits[j0 .. j0 + n) (score.c). */
 uint32_t pt_popcount_range(const uint8_t *bits, uint32_t j0, uint32_t n);
 
-/* Number of scored edges among the edges [j, j + n) of *sc. */
+/* Number of scored edges among the edges [j, j + n) of *sc; many of them from a
+ * byte boundary (a whole layer's count) a word at a time. */
 PT_INLINE uint32_t pt_scores_in(const pt_scores_t *sc, uint32_t j, uint32_t n) {
-    return sc->subset ? pt_popcount_range(sc->subset, sc->edge0 + j, n) : n;
+    if (sc->subset == NULL) {
+        return n;
+    }
+    j += sc->edge0;
+    if (n >= 64u && (j & 7u) == 0) {
+        return (uint32_t)pt_popcount_bits(sc->subset + (j >> 3), (int32_t)n);
+    }
+    return pt_popcount_range(sc->subset, j, n);
 }
 
 /* The score step with g = 0 on scores[si .. si + n): clamps the scores

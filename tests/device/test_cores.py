@@ -31,8 +31,8 @@ def cpython(*args):
 
 @pytest.fixture
 def two_cores():
-    """use_cores(2) for one test, one core again after it."""
-    pt.use_cores(2)
+    """use_cores(2) splitting every call for one test, one core again after it."""
+    pt.use_cores(2, min_work=0)
     yield
     pt.use_cores(1)
 
@@ -69,12 +69,15 @@ def test_use_cores_reports_and_rebinds(two_cores):
     assert kernels.conv2d_s8_s32_chw is kernels_py.conv2d_s8_s32_chw
     with pytest.raises(ValueError, match=r"use_cores: n must be 1 or 2, got 3"):
         pt.use_cores(3)
+    with pytest.raises(ValueError, match=r"use_cores: min_work must be an int >= 0, got -1"):
+        pt.use_cores(2, min_work=-1)
 
 
 def _recording(seen, fail_above=None):
     """A kernel of 5 arguments (the count last) recording (c0, c1, thread) per call."""
     def kernel(out, a, b, c, count, c0=0, c1=None):
         seen.append((c0, c1, threading.get_ident()))
+        c1 = count if c1 is None else c1
         if fail_above is not None and c0 >= fail_above:
             raise IndexError("half [%d, %d) failed" % (c0, c1))
         for j in range(c0, c1):
@@ -85,7 +88,7 @@ def _recording(seen, fail_above=None):
 
 def test_splitter_hands_the_upper_half_to_the_worker(two_cores):
     seen = []
-    split = cores._splitter(_recording(seen), 5, 4)
+    split = cores._splitter(_recording(seen), 5, 4, (4,), 1)
     out = array("i", [-1] * 7)
     assert split(out, 0, 0, 0, 7) == 7  # the halves' counts are summed
     assert list(out) == list(range(7))
@@ -99,9 +102,22 @@ def test_splitter_hands_the_upper_half_to_the_worker(two_cores):
 
 def test_an_error_in_the_worker_reaches_the_caller(two_cores):
     seen = []
-    split = cores._splitter(_recording(seen, fail_above=1), 5, 4)
+    split = cores._splitter(_recording(seen, fail_above=1), 5, 4, (4,), 1)
     out = array("i", [0] * 4)
     with pytest.raises(IndexError, match=r"half \[2, 4\) failed"):
         split(out, 0, 0, 0, 4)
     # nothing left over: the next call that succeeds returns normally
-    assert cores._splitter(_recording(seen), 5, 4)(out, 0, 0, 0, 4) == 4
+    assert cores._splitter(_recording(seen), 5, 4, (4,), 1)(out, 0, 0, 0, 4) == 4
+
+
+def test_small_calls_stay_on_one_core(two_cores):
+    """Work below min_work (here 7 channels x 3 = 21 < 22) is not worth a hand-off."""
+    seen = []
+    split = cores._splitter(_recording(seen), 5, 4, (4, 1), 1)
+    pt.use_cores(2, min_work=22)
+    assert split(array("i", [0] * 7), 3, 0, 0, 7) == 7
+    assert seen == [(0, None, threading.get_ident())]
+    pt.use_cores(2, min_work=21)
+    seen.clear()
+    assert split(array("i", [0] * 7), 3, 0, 0, 7) == 7
+    assert sorted(s[:2] for s in seen) == [(0, 3), (3, 7)]

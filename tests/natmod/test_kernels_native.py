@@ -407,7 +407,7 @@ def bad_calls():
     sm = list(_first_with_buffers("softmax_xent_s8"))
     sm[3] = sm[1]  # label == n
     out.append(("softmax_xent_s8", sm, "ValueError", ["label must be in [0, %d]" % (sm[1] - 1)]))
-    for name, (n, ci) in kernels.RANGED.items():  # channel ranges: 0 <= c0 <= c1 <= count
+    for name, (_, ci, _, _) in kernels.RANGED.items():  # channel ranges: 0 <= c0 <= c1 <= count
         args = list(_first_with_buffers(name))
         count = args[ci]
         for c0, c1, exc, words in ((-1, None, "ValueError", "c0 must be in [0, %d], got -1" % count),
