@@ -9,7 +9,6 @@
 picotrain.backend() names the active kernel backend; picotrain.use_backend()
 changes it; picotrain.use_cores(2) splits the big kernels across two cores.
 """
-from .cores import use_cores  # noqa: F401
 from .kernels import backend, use as use_backend  # noqa: F401
 from .layers import Conv2d, Flatten, Linear, MaxPool2d, Model, ReLU, Tensor  # noqa: F401
 from .memory import memory_plan  # noqa: F401
@@ -21,3 +20,10 @@ from .tintin import TinTin  # noqa: F401  (issue 5)
 from .partial import FQT, PartialFQT  # noqa: F401  (issue 5)
 
 __version__ = "0.1.0"
+
+
+def use_cores(*args, **kw):
+    """picotrain.cores.use_cores, loaded on first use: one core needs none of it
+    (a board's heap is tight)."""
+    from .cores import use_cores
+    return use_cores(*args, **kw)

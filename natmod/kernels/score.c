@@ -300,7 +300,9 @@ static PT_NOINLINE int32_t score_row_subset_s8(const uint16_t *nzx, int32_t nnz,
         }
         /* compact index: scored edges of the row before i */
         bb = (uint32_t)bits[jb >> 3] >> (jb & 7u);
-        if (jb & 7u) {
+        if ((jb & 7u) + (uint32_t)(i & 7) > 8u) {
+            /* the bits jb .. j - 1 run into the next byte (which holds bit j): never
+             * read a byte past the one of the last bit, it may be past the bitmap */
             bb |= (uint32_t)bits[(jb >> 3) + 1u] << (8u - (jb & 7u));
         }
         k = before[i >> 3] + popcount8(bb & ((1u << (i & 7)) - 1u));

@@ -470,6 +470,12 @@ def mask_case(data, n):
 class Sanitized:
     """The property tests, collected only in the sanitized child (python_classes=Sanitized)."""
 
+    def test_compact_scores_never_read_past_the_bitmap(self):
+        """A PRIOT-S row starting mid-byte (row 1 of 3-input rows, bits 3..5) in a one-byte
+        bitmap: the compact index of input 1 needs bit 3 only, not the byte after it."""
+        same("fc_score_s8", a8([1, 1]), a8([1, 1, 1]), a8([1] * 6), array("b", [0] * 6), bytearray([0x3F]),
+             1, 127, 3, 2, outs=(3,))
+
     # ---------------------------------------------------------- channel ranges --
 
     @settings(max_examples=300)
