@@ -121,3 +121,24 @@ def test_small_calls_stay_on_one_core(two_cores):
     seen.clear()
     assert split(array("i", [0] * 7), 3, 0, 0, 7) == 7
     assert sorted(s[:2] for s in seen) == [(0, 3), (3, 7)]
+
+
+def test_an_error_in_the_worker_reaches_the_caller_under_micropython(micropython):
+    """The worker holds its heap lock; its exception still reaches the caller, and the next call works."""
+    out = micropython("""
+from array import array
+import picotrain as pt
+from picotrain import kernels as K
+pt.use_backend("python")
+pt.use_cores(2, min_work=0)
+x, w = array('b', [1, 2]), array('b', [1] * 8)
+try:
+    K.fc_s8_s32(x, w, array('i', [0] * 3), 2, 4)  # the worker's half [2, 4) writes out[3]: too short
+    print("no error")
+except Exception as e:
+    print("raised", type(e).__name__)
+out = array('i', [0] * 4)
+K.fc_s8_s32(x, w, out, 2, 4)
+print(list(out))
+""")
+    assert out.split("\n")[:2] == ["raised IndexError", "[3, 3, 3, 3]"]
