@@ -52,12 +52,12 @@ def micropython():
 
 @pytest.fixture(scope="session")
 def locked_steps(micropython):
-    """run(backend, path=()) -> ([(method, batch), ...], active backend): every
+    """run(backend, path=(), cores=1) -> ([(method, batch), ...], active backend): every
     method's training steps under micropython.heap_lock() (device/scripts/locked_steps.py)."""
     script = (Path(__file__).parent / "device" / "scripts" / "locked_steps.py").read_text()
 
-    def run(backend, path=()):
-        out = micropython("ARGV = ['x', %r]\n" % backend + script, path=path).split()
-        return [(out[i], int(out[i + 1])) for i in range(0, len(out) - 1, 3)], out[-1]
+    def run(backend, path=(), cores=1):
+        lines = micropython("ARGV = ['x', %r, %d]\n" % (backend, cores) + script, path=path).splitlines()
+        return [(line.split()[0], int(line.split()[1])) for line in lines[:-1]], lines[-1]
 
     return run

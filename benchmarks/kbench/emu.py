@@ -69,6 +69,14 @@ def conv_dims(c_in, h, wd, c_out, k, stride, pad):
     return struct.pack("<9i", c_in, h, wd, c_out, k, stride, pad, oh, ow)
 
 
+def _range(a, n, count):
+    """[c0, c1]: the channel range of a call whose first n arguments are the kernel's own
+    (absent: the whole range, as the kernels' defaults)."""
+    c0 = a[n] if len(a) > n else 0
+    c1 = a[n + 1] if len(a) > n + 1 and a[n + 1] is not None else count
+    return [c0, c1]
+
+
 def is_buffer(v):
     return isinstance(v, (array, bytearray, bytes))
 
@@ -89,10 +97,15 @@ def _plan(name, a):
         return "pt_bias_add_s32", [B(a[0]), B(a[1]), a[2], a[3], _shift(a[4])], {0: 0, 1: 1}
     if name == "acc_add_s32":
         return "pt_acc_add_s32", [B(a[0]), B(a[1]), a[2], _shift(a[3]), _shift(a[4])], {0: 0, 1: 1}
-    if name in ("fc_s8_s32", "fc_t_s8_s32", "outer_s8_s32"):
+    if name == "fc_t_s8_s32":
         return "pt_" + name, [B(a[0]), B(a[1]), B(a[2]), a[3], a[4]], {0: 0, 1: 1, 2: 2}
+    if name in ("fc_s8_s32", "outer_s8_s32"):
+        rows = a[4] if name == "fc_s8_s32" else a[3]
+        return "pt_" + name, [B(a[0]), B(a[1]), B(a[2]), a[3], a[4], *_range(a, 5, rows)], {0: 0, 1: 1, 2: 2}
     if name in ("conv2d_s8_s32_chw", "conv2d_t_s8_s32_chw", "conv2d_grad_s8_s32_chw"):
-        return "pt_" + name, [B(a[0]), B(a[1]), B(a[2]), Buf(conv_dims(*a[3:10]))], {0: 0, 1: 1, 2: 2}
+        count = a[3] if name == "conv2d_t_s8_s32_chw" else a[6]
+        return "pt_" + name, [B(a[0]), B(a[1]), B(a[2]), Buf(conv_dims(*a[3:10])), *_range(a, 10, count)], \
+            {0: 0, 1: 1, 2: 2}
     if name == "relu_s8":
         return "pt_relu_s8", [B(a[0]), a[1]], {0: 0}
     if name == "relu_bwd_s8":
@@ -108,7 +121,7 @@ def _plan(name, a):
     if name == "softmax_xent_s8":
         return "pt_softmax_xent_s8", [B(a[0]), a[1], _shift(a[2]), a[3], B(a[4]), B(a[5])], {0: 0, 4: 4, 5: 5}
     if name == "update_s8":
-        return "pt_update_s8", [B(a[0]), B(a[1]), a[2], _shift(a[3])], {0: 0, 1: 1}
+        return "pt_update_s8", [B(a[0]), B(a[1]), a[2], _shift(a[3]), *_range(a, 4, a[2])], {0: 0, 1: 1}
     if name == "rescale_s32_s8":
         return "pt_rescale_s32_s8", [B(a[0]), B(a[1]), a[2], a[3], a[4]], {0: 0, 1: 1}
     if name == "topk_abs_s32":
@@ -123,12 +136,14 @@ def _plan(name, a):
         sc, sub = a[2], a[3]
         args = [B(a[0]), B(a[1]), B(sc) if sc is not None else 0,
                 B(sub) if sc is not None and sub is not None else 0, _s16(sc), _thr(a[4]), B(a[5]), a[6], a[7]]
+        if name == "fc_mask_s8_s32":
+            args += _range(a, 8, a[7])
         return "kb_" + name, args, _bufmap(args, {0: 0, 1: 1, 2: 2, 3: 3, 5: 6})
     if name in ("conv2d_mask_s8_s32_chw", "conv2d_t_mask_s8_s32_chw"):
         sc, sub = a[2], a[3]
         args = [B(a[0]), B(a[1]), B(sc) if sc is not None else 0,
                 B(sub) if sc is not None and sub is not None else 0, _s16(sc), _thr(a[4]), B(a[5]),
-                Buf(conv_dims(*a[6:13]))]
+                Buf(conv_dims(*a[6:13])), *_range(a, 13, a[6] if name == "conv2d_t_mask_s8_s32_chw" else a[9])]
         return "kb_" + name, args, _bufmap(args, {0: 0, 1: 1, 2: 2, 3: 3, 5: 6})
     if name in ("conv2d_s8_s8_chw", "conv2d_mask_s8_s8_chw"):
         if name == "conv2d_s8_s8_chw":
@@ -145,11 +160,11 @@ def _plan(name, a):
         return "kb_conv2d_mask_s8_s8_chw", args, _bufmap(args, m)
     if name == "fc_score_s8":
         args = [B(a[0]), B(a[1]), B(a[2]), B(a[3]), B(a[4]) if a[4] is not None else 0, _s16(a[3]),
-                _shift(a[5]), a[6], a[7], a[8]]
+                _shift(a[5]), a[6], a[7], a[8], *_range(a, 9, a[8])]
         return "kb_fc_score_s8", args, _bufmap(args, {0: 0, 1: 1, 2: 2, 3: 3, 4: 4})
     if name == "conv2d_score_s8_chw":
         args = [B(a[0]), B(a[1]), B(a[2]), B(a[3]), B(a[4]) if a[4] is not None else 0, _s16(a[3]),
-                _shift(a[5]), a[6], Buf(conv_dims(*a[7:14]))]
+                _shift(a[5]), a[6], Buf(conv_dims(*a[7:14])), *_range(a, 14, a[10])]
         return "kb_conv2d_score_s8_chw", args, _bufmap(args, {0: 0, 1: 1, 2: 2, 3: 3, 4: 4})
     if name == "score_update_s8":
         args = [B(a[0]), B(a[1]) if a[1] is not None else 0, _s16(a[0]), B(a[2]), B(a[3]),

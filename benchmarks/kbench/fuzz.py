@@ -14,6 +14,7 @@ from array import array
 
 from . import emu, record  # noqa: F401  (record puts device/ on sys.path)
 from picotrain import kernels_py as PY
+from picotrain.kernels import RANGED
 
 
 def _s8(rng, n, density=0.5, lo=-128, hi=127):
@@ -130,6 +131,20 @@ def calls(seed=1, n_conv=24, n_fc=12, n_elem=12):
         idx = bytearray(rng.randrange(k * k) for _ in range(no))
         out.append(("maxpool2d_bwd_s8_chw", [_s8(rng, no, 0.5), idx, array("b", [9] * (c * hh * ww)),
                                              c, hh, ww, k]))
+    return out
+
+
+def ranged(cases, seed=1):
+    """The calls of the ranged kernels (kernels.RANGED) among cases, each on a random
+    channel range [c0, c1): the views of the weights, scores and outputs start mid-buffer,
+    so the assembly loops see other alignments and a compact score bitmap mid-byte."""
+    rng = random.Random(seed)
+    out = []
+    for name, args in cases:
+        if name in RANGED:
+            count = args[RANGED[name][1]]
+            c0 = rng.randint(0, count)
+            out.append((name, args + [c0, rng.randint(c0, count)]))
     return out
 
 

@@ -96,6 +96,7 @@ import sys
 from array import array
 import micropython
 import picotrain as pt
+pt.use_cores(CORES)
 sys.path.append(DIR)
 from samples import S
 data = [(array('b', x), y) for x, y in S]
@@ -148,8 +149,9 @@ def available():
     return None
 
 
-def unix_step_counts(model_path, samples, methods, steps=20, warm=20, log=print):
-    """{method: {"core": x64 instructions of MicroPython per step, "native": of the .mpy}}."""
+def unix_step_counts(model_path, samples, methods, steps=20, warm=20, cores=1, log=print):
+    """{method: {"core": x64 instructions of MicroPython per step, "native": of the .mpy}},
+    the step run on `cores` cores (picotrain.use_cores; two: both threads counted)."""
     exe = Path(sys.executable).with_name("micropython")
     exe = str(exe) if exe.exists() else shutil.which("micropython")
     spec_b = importlib_build()
@@ -174,8 +176,8 @@ def unix_step_counts(model_path, samples, methods, steps=20, warm=20, log=print)
             counts = []
             for n in (0, steps):
                 script = tmp / ("run_%d.py" % n)
-                script.write_text("DIR = %r\nMETHOD = (%r, %r)\nWARM = %d\nSTEPS = %d\n" % (
-                    str(tmp), cls, kw, warm, n) + UNIX_SCRIPT)
+                script.write_text("DIR = %r\nMETHOD = (%r, %r)\nWARM = %d\nSTEPS = %d\nCORES = %d\n" % (
+                    str(tmp), cls, kw, warm, n, cores) + UNIX_SCRIPT)
                 cg = tmp / ("cg_%d.out" % n)
                 p = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=%s" % cg,
                                     exe, "-X", "heapsize=8m", str(script)],
@@ -185,8 +187,8 @@ def unix_step_counts(model_path, samples, methods, steps=20, warm=20, log=print)
                 counts.append(_callgrind_core(cg))
             out[name] = {"core": (counts[1][0] - counts[0][0]) / steps,
                          "native": (counts[1][1] - counts[0][1]) / steps}
-            log("  %-16s MicroPython %8.0f, native module %9.0f x64 instructions per step"
-                % (name, out[name]["core"], out[name]["native"]))
+            log("  %-16s %d core(s): MicroPython %8.0f, native module %9.0f x64 instructions per step"
+                % (name, cores, out[name]["core"], out[name]["native"]))
     return out
 
 

@@ -7,8 +7,19 @@
  */
 #include "picotrain_kernels.h"
 
+/* The kernels since two cores take a channel range and have views of compact scores; the
+ * baseline kernels (benchmarks/kernels.py --baseline) take neither, and ignore c0, c1. */
+#ifdef PT_CHANNEL_RANGES
+#define RANGE , c0, c1
+#define EDGE0(sc) sc.edge0 = 0
+#else
+#define RANGE
+#define EDGE0(sc) (void)0
+#endif
+
 #define SCORES(sc, data, subset, s16) \
-    pt_scores_t sc; sc.data = (data); sc.subset = (const uint8_t *)(subset); sc.s16 = (s16)
+    pt_scores_t sc; sc.data = (data); sc.subset = (const uint8_t *)(subset); sc.s16 = (s16); \
+    EDGE0(sc)
 
 void kb_mask_s8(const int8_t *w, void *data, const uint8_t *subset, int32_t s16, int32_t thr,
                 int8_t *out, int32_t n) {
@@ -17,9 +28,9 @@ void kb_mask_s8(const int8_t *w, void *data, const uint8_t *subset, int32_t s16,
 }
 
 void kb_fc_mask_s8_s32(const int8_t *x, const int8_t *w, void *data, const uint8_t *subset, int32_t s16,
-                       int32_t thr, int32_t *out, int32_t n_in, int32_t n_out) {
+                       int32_t thr, int32_t *out, int32_t n_in, int32_t n_out, int32_t c0, int32_t c1) {
     SCORES(sc, data, subset, s16);
-    pt_fc_mask_s8_s32(x, w, &sc, thr, out, n_in, n_out);
+    pt_fc_mask_s8_s32(x, w, &sc, thr, out, n_in, n_out RANGE);
 }
 
 void kb_fc_t_mask_s8_s32(const int8_t *e, const int8_t *w, void *data, const uint8_t *subset, int32_t s16,
@@ -29,29 +40,31 @@ void kb_fc_t_mask_s8_s32(const int8_t *e, const int8_t *w, void *data, const uin
 }
 
 void kb_conv2d_mask_s8_s32_chw(const int8_t *x, const int8_t *w, void *data, const uint8_t *subset,
-                               int32_t s16, int32_t thr, int32_t *out, const pt_conv2d_dims_t *d) {
+                               int32_t s16, int32_t thr, int32_t *out, const pt_conv2d_dims_t *d,
+                               int32_t c0, int32_t c1) {
     SCORES(sc, data, subset, s16);
-    pt_conv2d_mask_s8_s32_chw(x, w, &sc, thr, out, d);
+    pt_conv2d_mask_s8_s32_chw(x, w, &sc, thr, out, d RANGE);
 }
 
 void kb_conv2d_t_mask_s8_s32_chw(const int8_t *e, const int8_t *w, void *data, const uint8_t *subset,
-                                 int32_t s16, int32_t thr, int32_t *out, const pt_conv2d_dims_t *d) {
+                                 int32_t s16, int32_t thr, int32_t *out, const pt_conv2d_dims_t *d,
+                                 int32_t c0, int32_t c1) {
     SCORES(sc, data, subset, s16);
-    pt_conv2d_t_mask_s8_s32_chw(e, w, &sc, thr, out, d);
+    pt_conv2d_t_mask_s8_s32_chw(e, w, &sc, thr, out, d RANGE);
 }
 
 int32_t kb_fc_score_s8(const int8_t *e, const int8_t *x, const int8_t *w, void *data,
                        const uint8_t *subset, int32_t s16, int32_t shift, int32_t smax,
-                       int32_t n_in, int32_t n_out) {
+                       int32_t n_in, int32_t n_out, int32_t c0, int32_t c1) {
     SCORES(sc, data, subset, s16);
-    return pt_fc_score_s8(e, x, w, &sc, shift, smax, n_in, n_out);
+    return pt_fc_score_s8(e, x, w, &sc, shift, smax, n_in, n_out RANGE);
 }
 
 int32_t kb_conv2d_score_s8_chw(const int8_t *e, const int8_t *x, const int8_t *w, void *data,
                                const uint8_t *subset, int32_t s16, int32_t shift, int32_t smax,
-                               const pt_conv2d_dims_t *d) {
+                               const pt_conv2d_dims_t *d, int32_t c0, int32_t c1) {
     SCORES(sc, data, subset, s16);
-    return pt_conv2d_score_s8_chw(e, x, w, &sc, shift, smax, d);
+    return pt_conv2d_score_s8_chw(e, x, w, &sc, shift, smax, d RANGE);
 }
 
 int32_t kb_score_update_s8(void *data, const uint8_t *subset, int32_t s16, const int32_t *g,

@@ -7,7 +7,7 @@
     m.predict(x); m.save("model.pt8")
 
 picotrain.backend() names the active kernel backend; picotrain.use_backend()
-changes it.
+changes it; picotrain.use_cores(2) splits the big kernels across two cores.
 """
 from .kernels import backend, use as use_backend  # noqa: F401
 from .layers import Conv2d, Flatten, Linear, MaxPool2d, Model, ReLU, Tensor  # noqa: F401
@@ -28,3 +28,10 @@ def Guard(*args, **options):
     (5 KB on the x64 unix port, objects there being about twice a Pico's)."""
     from .guard import Guard as cls
     return cls(*args, **options)
+
+
+def use_cores(*args, **kw):
+    """picotrain.cores.use_cores, loaded on first use: one core needs none of it
+    (a board's heap is tight)."""
+    from .cores import use_cores
+    return use_cores(*args, **kw)

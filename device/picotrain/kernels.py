@@ -26,8 +26,26 @@ NAMES = (
     "conv2d_s8_s8_chw", "conv2d_mask_s8_s8_chw",
 )
 
+# The kernels that take a channel range, optional c0, c1 after their own
+# arguments (kernels_py.check_range): name -> (number of their own arguments,
+# position of the channel count among them, positions of the sizes whose
+# product times the last number estimates the work in multiply-accumulates).
+# cores.py splits these. A conv's work is taken as c_in*h*wd*c_out*k*k (the
+# output plane as big as the input's); an update costs about 16 MACs an item.
+_CONV = (3, 4, 5, 6, 7, 7)
+RANGED = {
+    "fc_s8_s32": (5, 4, (3, 4), 1), "outer_s8_s32": (5, 3, (3, 4), 1), "update_s8": (4, 2, (2,), 16),
+    "fc_mask_s8_s32": (8, 7, (6, 7), 1), "fc_score_s8": (9, 8, (7, 8), 1),
+    "conv2d_s8_s32_chw": (10, 6, _CONV, 1), "conv2d_t_s8_s32_chw": (10, 3, _CONV, 1),
+    "conv2d_grad_s8_s32_chw": (10, 6, _CONV, 1),
+    "conv2d_mask_s8_s32_chw": (13, 9, tuple(p + 3 for p in _CONV), 1),
+    "conv2d_t_mask_s8_s32_chw": (13, 6, tuple(p + 3 for p in _CONV), 1),
+    "conv2d_score_s8_chw": (14, 10, tuple(p + 4 for p in _CONV), 1),
+}
+
 _active = None
 _fallbacks = ()
+_cores = 1  # set by cores.use_cores
 
 # mpy arch codes (py/persistentcode.h): what a native .mpy was built for.
 ARCHS = ("none", "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
@@ -109,6 +127,9 @@ def use(name="auto"):
         g[k] = f
     _active = name
     _fallbacks = tuple(missing)
+    if _cores > 1:
+        from .cores import split_kernels
+        split_kernels(g)
     return name
 
 
@@ -121,10 +142,14 @@ def _has_numpy():
 
 
 def backend():
-    """Name of the active backend, with any kernels it borrows from 'python'."""
+    """Name of the active backend, with any kernels it borrows from 'python'
+    and the number of cores when it is not one."""
+    name = _active
     if _fallbacks:
-        return "%s (python for: %s)" % (_active, ", ".join(_fallbacks))
-    return _active
+        name = "%s (python for: %s)" % (name, ", ".join(_fallbacks))
+    if _cores > 1:
+        name = "%s, %d cores" % (name, _cores)
+    return name
 
 
 def _initial():

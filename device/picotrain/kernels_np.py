@@ -10,7 +10,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .kernels_py import (Q_MAX, _check_rescale, argmax_s8, binary_decompose,  # noqa: F401
-                         bit_length, conv_out_size, rshift_round, softmax_xent_s8)
+                         bit_length, check_range, conv_out_size, rshift_round, softmax_xent_s8)
 
 _I8, _I32 = np.int8, np.int32
 
@@ -123,9 +123,10 @@ def mask_s8(w, scores, subset, thr, out, n):
     _v(out, _I8, n)[:] = _masked(w, scores, subset, thr, n)
 
 
-def fc_mask_s8_s32(x, w, scores, subset, thr, out, n_in, n_out):
-    W = _masked(w, scores, subset, thr, n_in * n_out).reshape(n_out, n_in)
-    _v(out, _I32, n_out)[:] = W @ _v(x, _I8, n_in).astype(np.int64)
+def fc_mask_s8_s32(x, w, scores, subset, thr, out, n_in, n_out, c0=0, c1=None):
+    c1 = check_range("fc_mask_s8_s32", c0, c1, n_out)
+    W = _masked(w, scores, subset, thr, n_in * n_out).reshape(n_out, n_in)[c0:c1]
+    _v(out, _I32, n_out)[c0:c1] = W @ _v(x, _I8, n_in).astype(np.int64)
 
 
 def fc_t_mask_s8_s32(e, w, scores, subset, thr, out, n_in, n_out):
@@ -133,28 +134,37 @@ def fc_t_mask_s8_s32(e, w, scores, subset, thr, out, n_in, n_out):
     _v(out, _I32, n_in)[:] = _v(e, _I8, n_out).astype(np.int64) @ W
 
 
-def fc_s8_s32(x, w, out, n_in, n_out):
-    fc_mask_s8_s32(x, w, None, None, 0, out, n_in, n_out)
+def fc_s8_s32(x, w, out, n_in, n_out, c0=0, c1=None):
+    c1 = check_range("fc_s8_s32", c0, c1, n_out)
+    fc_mask_s8_s32(x, w, None, None, 0, out, n_in, n_out, c0, c1)
 
 
 def fc_t_s8_s32(e, w, out, n_in, n_out):
     fc_t_mask_s8_s32(e, w, None, None, 0, out, n_in, n_out)
 
 
-def _score_apply(scores, subset, gw, shift, smax, n):
-    """scores -= round(gw / 2**shift) over the scored edges, saturated."""
+def _score_apply(scores, subset, gw, shift, smax, n, j0=0):
+    """scores -= round(gw / 2**shift) over the scored edges among the edges
+    [j0, j0 + gw.size) of n, saturated."""
     S = _score_view(scores, subset, n)
-    if subset is not None:
-        gw = gw[_scored(subset, n)]
+    if subset is None:
+        S = S[j0:j0 + gw.size]
+    else:
+        m = _scored(subset, n)
+        lo = int(np.count_nonzero(m[:j0]))  # the scores of the edges before j0
+        gw = gw[m[j0:j0 + gw.size]]
+        S = S[lo:lo + gw.size]
     r = S.astype(np.int64) - _round(gw, shift)
     sat = int(np.count_nonzero((r > smax) | (r < -smax)))
     S[:] = np.clip(r, -smax, smax)
     return sat
 
 
-def fc_score_s8(e, x, w, scores, subset, shift, smax, n_in, n_out):
-    g = np.outer(_v(e, _I8, n_out).astype(np.int64), _v(x, _I8, n_in).astype(np.int64)).ravel()
-    return _score_apply(scores, subset, g * _v(w, _I8, n_in * n_out), shift, smax, n_in * n_out)
+def fc_score_s8(e, x, w, scores, subset, shift, smax, n_in, n_out, c0=0, c1=None):
+    c1 = check_range("fc_score_s8", c0, c1, n_out)
+    g = np.outer(_v(e, _I8, n_out)[c0:c1].astype(np.int64), _v(x, _I8, n_in).astype(np.int64)).ravel()
+    gw = g * _v(w, _I8, n_in * n_out)[c0 * n_in:c1 * n_in]
+    return _score_apply(scores, subset, gw, shift, smax, n_in * n_out, c0 * n_in)
 
 
 def score_update_s8(scores, subset, g, w, shift, smax, n):
@@ -162,9 +172,10 @@ def score_update_s8(scores, subset, g, w, shift, smax, n):
     return _score_apply(scores, subset, gw, shift, smax, n)
 
 
-def outer_s8_s32(e, x, out, n_out, n_in):
-    g = np.outer(_v(e, _I8, n_out).astype(np.int64), _v(x, _I8, n_in).astype(np.int64))
-    _v(out, _I32, n_out * n_in)[:] = g.ravel()
+def outer_s8_s32(e, x, out, n_out, n_in, c0=0, c1=None):
+    c1 = check_range("outer_s8_s32", c0, c1, n_out)
+    g = np.outer(_v(e, _I8, n_out)[c0:c1].astype(np.int64), _v(x, _I8, n_in).astype(np.int64))
+    _v(out, _I32, n_out * n_in)[c0 * n_in:c1 * n_in] = g.ravel()
 
 
 def _cols(x, c_in, h, wd, k, stride, pad):
@@ -176,18 +187,19 @@ def _cols(x, c_in, h, wd, k, stride, pad):
     return win.transpose(0, 3, 4, 1, 2).reshape(c_in * k * k, oh * ow)
 
 
-def conv2d_mask_s8_s32_chw(x, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad):
+def conv2d_mask_s8_s32_chw(x, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad, c0=0, c1=None):
+    c1 = check_range("conv2d_mask_s8_s32_chw", c0, c1, c_out)
     cols = _cols(x, c_in, h, wd, k, stride, pad)
-    W = _masked(w, scores, subset, thr, c_out * c_in * k * k).reshape(c_out, -1)
-    r = W @ cols
-    _v(out, _I32, r.size)[:] = r.ravel()
+    W = _masked(w, scores, subset, thr, c_out * c_in * k * k).reshape(c_out, -1)[c0:c1]
+    plane = cols.shape[1]
+    _v(out, _I32, c_out * plane)[c0 * plane:c1 * plane] = (W @ cols).ravel()
 
 
 def conv2d_mask_s8_s8_chw(x, w, scores, subset, thr, out, acc, c_in, h, wd, c_out, k, stride, pad,
                           shift, bias, d, c0=0, c1=None):
     """kernels_py.conv2d_mask_s8_s8_chw: the whole int32 map at once here (host
     memory); acc is scratch and is left as it was."""
-    c1 = c_out if c1 is None else c1
+    c1 = check_range("conv2d_mask_s8_s8_chw", c0, c1, c_out)
     cols = _cols(x, c_in, h, wd, k, stride, pad)
     W = _masked(w, scores, subset, thr, c_out * c_in * k * k).reshape(c_out, -1)[c0:c1]
     r = W @ cols
@@ -204,42 +216,50 @@ def conv2d_s8_s8_chw(x, w, out, acc, c_in, h, wd, c_out, k, stride, pad, shift, 
                                  shift, bias, d, c0, c1)
 
 
-def conv2d_s8_s32_chw(x, w, out, c_in, h, wd, c_out, k, stride, pad):
-    conv2d_mask_s8_s32_chw(x, w, None, None, 0, out, c_in, h, wd, c_out, k, stride, pad)
+def conv2d_s8_s32_chw(x, w, out, c_in, h, wd, c_out, k, stride, pad, c0=0, c1=None):
+    c1 = check_range("conv2d_s8_s32_chw", c0, c1, c_out)
+    conv2d_mask_s8_s32_chw(x, w, None, None, 0, out, c_in, h, wd, c_out, k, stride, pad, c0, c1)
 
 
-def conv2d_t_s8_s32_chw(e, w, out, c_in, h, wd, c_out, k, stride, pad):
-    conv2d_t_mask_s8_s32_chw(e, w, None, None, 0, out, c_in, h, wd, c_out, k, stride, pad)
+def conv2d_t_s8_s32_chw(e, w, out, c_in, h, wd, c_out, k, stride, pad, c0=0, c1=None):
+    c1 = check_range("conv2d_t_s8_s32_chw", c0, c1, c_in)
+    conv2d_t_mask_s8_s32_chw(e, w, None, None, 0, out, c_in, h, wd, c_out, k, stride, pad, c0, c1)
 
 
-def conv2d_t_mask_s8_s32_chw(e, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad):
+def conv2d_t_mask_s8_s32_chw(e, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad, c0=0, c1=None):
+    c1 = check_range("conv2d_t_mask_s8_s32_chw", c0, c1, c_in)
     oh = conv_out_size(h, k, stride, pad)
     ow = conv_out_size(wd, k, stride, pad)
-    W = _masked(w, scores, subset, thr, c_out * c_in * k * k).reshape(c_out, c_in, k, k)
+    W = _masked(w, scores, subset, thr, c_out * c_in * k * k).reshape(c_out, c_in, k, k)[:, c0:c1]
     E = _v(e, _I8, c_out * oh * ow).reshape(c_out, oh, ow).astype(np.int64)
-    X = np.zeros((c_in, h + 2 * pad, wd + 2 * pad), np.int64)
+    X = np.zeros((c1 - c0, h + 2 * pad, wd + 2 * pad), np.int64)
     # col2im: every kernel tap scatters W^T e back onto the strided input grid.
     for kh in range(k):
         for kw in range(k):
             tap = np.tensordot(W[:, :, kh, kw], E, axes=(0, 0))  # (c_in, oh, ow)
             X[:, kh:kh + stride * oh:stride, kw:kw + stride * ow:stride] += tap
-    _v(out, _I32, c_in * h * wd)[:] = X[:, pad:pad + h, pad:pad + wd].ravel()
+    _v(out, _I32, c_in * h * wd)[c0 * h * wd:c1 * h * wd] = X[:, pad:pad + h, pad:pad + wd].ravel()
 
 
-def _conv_grad(e, x, c_in, h, wd, c_out, k, stride, pad):
+def _conv_grad(e, x, c_in, h, wd, c_out, k, stride, pad, c0, c1):
+    """The weight gradient rows of output channels [c0, c1), flat."""
     cols = _cols(x, c_in, h, wd, k, stride, pad)
-    E = _v(e, _I8, c_out * cols.shape[1]).reshape(c_out, -1).astype(np.int64)
+    E = _v(e, _I8, c_out * cols.shape[1]).reshape(c_out, -1)[c0:c1].astype(np.int64)
     return (E @ cols.T).ravel()
 
 
-def conv2d_grad_s8_s32_chw(e, x, out, c_in, h, wd, c_out, k, stride, pad):
-    _v(out, _I32, c_out * c_in * k * k)[:] = _conv_grad(e, x, c_in, h, wd, c_out, k, stride, pad)
+def conv2d_grad_s8_s32_chw(e, x, out, c_in, h, wd, c_out, k, stride, pad, c0=0, c1=None):
+    c1 = check_range("conv2d_grad_s8_s32_chw", c0, c1, c_out)
+    nco = c_in * k * k
+    _v(out, _I32, c_out * nco)[c0 * nco:c1 * nco] = _conv_grad(e, x, c_in, h, wd, c_out, k, stride, pad, c0, c1)
 
 
-def conv2d_score_s8_chw(e, x, w, scores, subset, shift, smax, c_in, h, wd, c_out, k, stride, pad):
-    n = c_out * c_in * k * k
-    g = _conv_grad(e, x, c_in, h, wd, c_out, k, stride, pad)
-    return _score_apply(scores, subset, g * _v(w, _I8, n), shift, smax, n)
+def conv2d_score_s8_chw(e, x, w, scores, subset, shift, smax, c_in, h, wd, c_out, k, stride, pad, c0=0, c1=None):
+    c1 = check_range("conv2d_score_s8_chw", c0, c1, c_out)
+    nco = c_in * k * k
+    g = _conv_grad(e, x, c_in, h, wd, c_out, k, stride, pad, c0, c1)
+    gw = g * _v(w, _I8, c_out * nco)[c0 * nco:c1 * nco]
+    return _score_apply(scores, subset, gw, shift, smax, c_out * nco, c0 * nco)
 
 
 def relu_s8(x, n):
@@ -280,10 +300,11 @@ def _pseudo(g, s):
     return np.where(g < 0, -q, q)
 
 
-def update_s8(w, g, n, shift):
-    G = _v(g, _I32, n).astype(np.int64)
+def update_s8(w, g, n, shift, c0=0, c1=None):
+    c1 = check_range("update_s8", c0, c1, n)
+    G = _v(g, _I32, n)[c0:c1].astype(np.int64)
     d = G if shift <= 0 else _pseudo(G, shift)
-    W = _v(w, _I8, n)
+    W = _v(w, _I8, n)[c0:c1]
     r = W.astype(np.int64) - d
     sat = int(np.count_nonzero((r > Q_MAX) | (r < -Q_MAX)))
     W[:] = np.clip(r, -Q_MAX, Q_MAX)

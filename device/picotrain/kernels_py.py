@@ -285,11 +285,41 @@ def topk_abs_s32(g, n, k, idx):
     return t
 
 
+# ---------------------------------------------------------- channel ranges --
+# The big kernels take optional trailing c0, c1: compute only channels
+# [c0, c1) of the output (rows of a linear layer, output channels of a conv
+# and of a weight gradient, input channels for a conv's error to the input,
+# items for the update); buffers stay whole-tensor sized. Two cores split a
+# call into two ranges (cores.py); every item is computed as in the whole call.
+
+def check_range(fn, c0, c1, count):
+    """c1 (None: count), once 0 <= c0 <= c1 <= count holds; else ValueError
+    naming the kernel fn and the argument."""
+    if c1 is None:
+        c1 = count
+    if not 0 <= c0 <= count:
+        raise ValueError("%s: c0 must be in [0, %d], got %d" % (fn, count, c0))
+    if not c0 <= c1 <= count:
+        raise ValueError("%s: c1 must be in [%d, %d], got %d" % (fn, c0, count, c1))
+    return c1
+
+
+def _nscored(subset, j0, j1):
+    """How many of the edges [j0, j1) carry a score (all of them without a subset)."""
+    if subset is None:
+        return j1 - j0
+    c = 0
+    for j in range(j0, j1):
+        c += (subset[j >> 3] >> (j & 7)) & 1
+    return c
+
+
 # ------------------------------------------------------------ linear layer --
 
-def fc_s8_s32(x, w, out, n_in, n_out):
-    """out[o] = sum_i w[o, i] * x[i]   (w row-major, n_out x n_in)."""
-    fc_mask_s8_s32(x, w, None, None, 0, out, n_in, n_out)
+def fc_s8_s32(x, w, out, n_in, n_out, c0=0, c1=None):
+    """out[o] = sum_i w[o, i] * x[i]   (w row-major, n_out x n_in), c0 <= o < c1."""
+    c1 = check_range("fc_s8_s32", c0, c1, n_out)
+    fc_mask_s8_s32(x, w, None, None, 0, out, n_in, n_out, c0, c1)
 
 
 def fc_t_s8_s32(e, w, out, n_in, n_out):
@@ -297,9 +327,9 @@ def fc_t_s8_s32(e, w, out, n_in, n_out):
     fc_t_mask_s8_s32(e, w, None, None, 0, out, n_in, n_out)
 
 
-def outer_s8_s32(e, x, out, n_out, n_in):
-    """out[o, i] = e[o] * x[i]   (weight gradient of a linear layer)."""
-    for o in range(n_out):
+def outer_s8_s32(e, x, out, n_out, n_in, c0=0, c1=None):
+    """out[o, i] = e[o] * x[i]   (weight gradient of a linear layer), c0 <= o < c1."""
+    for o in range(c0, check_range("outer_s8_s32", c0, c1, n_out)):
         eo = e[o]
         b = o * n_in
         for i in range(n_in):
@@ -334,35 +364,34 @@ def _kept(scores, subset, thr, j, si):
     return 3 if scores[si] >= thr else 2
 
 
-def _scored_before(scores, subset, j):
-    """Index of edge j's score (or of the next scored edge's)."""
-    if scores is None:
-        return 0
-    if subset is None:
-        return j
-    c = 0
-    for i in range(j):
-        c += (subset[i >> 3] >> (i & 7)) & 1
-    return c
-
-
-def _conv_walk(src, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad, transpose, c0=0, c1=-1):
+def _conv_walk(src, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad, transpose, c0, c1,
+               first=0):
     """The direct convolution loop shared by forward and error-to-input:
     weights visited in edge order (co, ci, kh, kw), each applied to every
-    output position it touches. transpose=False: out (c1 - c0, oh, ow) =
-    w * src (input) for the output channels [c0, c1) (c1 = -1: c_out);
-    True: out (c_in, h, wd) = w * src (output error)."""
+    output position it touches. transpose=False: out (c_out, oh, ow) +=
+    w * src (input), output channels [c0, c1), out holding the channels
+    from `first` on (the fused kernels walk one channel into a one-plane
+    scratch); True: out (c_in, h, wd) += w * src (output error), input
+    channels [c0, c1)."""
     oh = conv_out_size(h, k, stride, pad)
     ow = conv_out_size(wd, k, stride, pad)
-    if c1 < 0:
-        c1 = c_out
-    for j in range((c_in * h * wd) if transpose else ((c1 - c0) * oh * ow)):
+    size = h * wd if transpose else oh * ow
+    first = 0 if transpose else first
+    for j in range((c0 - first) * size, (c1 - first) * size):
         out[j] = 0
-    j = c0 * c_in * k * k
-    si = _scored_before(scores, subset, j)
-    for co in range(c0, c1):
-        obase = (co - c0) * oh * ow
+    kk = k * k
+    j = 0 if transpose else c0 * c_in * kk
+    si = _nscored(subset, 0, j) if scores is not None else 0
+    co0 = 0 if transpose else c0  # the range is of input channels when transposed
+    co1 = c_out if transpose else c1
+    for co in range(co0, co1):
+        obase = (co - first) * oh * ow
         for ci in range(c_in):
+            if transpose and not c0 <= ci < c1:
+                if scores is not None:
+                    si += _nscored(subset, j, j + kk)
+                j += kk
+                continue
             for kh in range(k):
                 y0 = _lo(kh, pad, stride)
                 y1 = _hi(kh, pad, stride, h, oh)
@@ -386,14 +415,16 @@ def _conv_walk(src, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, 
                                 out[orow + ox] += wv * src[xrow + ox * stride]
 
 
-def conv2d_mask_s8_s32_chw(x, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad):
+def conv2d_mask_s8_s32_chw(x, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad, c0=0, c1=None):
     """Direct convolution, CHW; w is (c_out, c_in, k, k); out is (c_out, oh, ow).
     scores/subset/thr: the edge-popup mask (scores None: no mask)."""
-    _conv_walk(x, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad, False)
+    c1 = check_range("conv2d_mask_s8_s32_chw", c0, c1, c_out)
+    _conv_walk(x, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad, False, c0, c1)
 
 
-def conv2d_s8_s32_chw(x, w, out, c_in, h, wd, c_out, k, stride, pad):
-    _conv_walk(x, w, None, None, 0, out, c_in, h, wd, c_out, k, stride, pad, False)
+def conv2d_s8_s32_chw(x, w, out, c_in, h, wd, c_out, k, stride, pad, c0=0, c1=None):
+    c1 = check_range("conv2d_s8_s32_chw", c0, c1, c_out)
+    _conv_walk(x, w, None, None, 0, out, c_in, h, wd, c_out, k, stride, pad, False, c0, c1)
 
 
 def conv2d_mask_s8_s8_chw(x, w, scores, subset, thr, out, acc, c_in, h, wd, c_out, k, stride, pad,
@@ -404,12 +435,11 @@ def conv2d_mask_s8_s8_chw(x, w, scores, subset, thr, out, acc, c_in, h, wd, c_ou
     requant_s32_s8 by shift, one channel at a time through the int32 scratch
     acc (>= oh*ow items; its contents afterwards are unspecified). Returns
     the saturation count of the channels computed."""
-    if c1 is None:
-        c1 = c_out
+    c1 = check_range("conv2d_mask_s8_s8_chw", c0, c1, c_out)
     plane = conv_out_size(h, k, stride, pad) * conv_out_size(wd, k, stride, pad)
     sat = 0
     for co in range(c0, c1):
-        _conv_walk(x, w, scores, subset, thr, acc, c_in, h, wd, c_out, k, stride, pad, False, co, co + 1)
+        _conv_walk(x, w, scores, subset, thr, acc, c_in, h, wd, c_out, k, stride, pad, False, co, co + 1, co)
         b = 0 if bias is None else _bias_term(bias[co], d)
         base = co * plane
         for j in range(plane):
@@ -423,13 +453,16 @@ def conv2d_s8_s8_chw(x, w, out, acc, c_in, h, wd, c_out, k, stride, pad, shift, 
                                  shift, bias, d, c0, c1)
 
 
-def conv2d_t_mask_s8_s32_chw(e, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad):
-    """Error to the input of a (masked) convolution: out is (c_in, h, wd)."""
-    _conv_walk(e, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad, True)
+def conv2d_t_mask_s8_s32_chw(e, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad, c0=0, c1=None):
+    """Error to the input of a (masked) convolution: out is (c_in, h, wd);
+    its input channels [c0, c1)."""
+    c1 = check_range("conv2d_t_mask_s8_s32_chw", c0, c1, c_in)
+    _conv_walk(e, w, scores, subset, thr, out, c_in, h, wd, c_out, k, stride, pad, True, c0, c1)
 
 
-def conv2d_t_s8_s32_chw(e, w, out, c_in, h, wd, c_out, k, stride, pad):
-    _conv_walk(e, w, None, None, 0, out, c_in, h, wd, c_out, k, stride, pad, True)
+def conv2d_t_s8_s32_chw(e, w, out, c_in, h, wd, c_out, k, stride, pad, c0=0, c1=None):
+    c1 = check_range("conv2d_t_s8_s32_chw", c0, c1, c_in)
+    _conv_walk(e, w, None, None, 0, out, c_in, h, wd, c_out, k, stride, pad, True, c0, c1)
 
 
 def _conv_tap(e, x, co, ci, kh, kw, c_in, h, wd, oh, ow, stride, pad):
@@ -448,12 +481,14 @@ def _conv_tap(e, x, co, ci, kh, kw, c_in, h, wd, oh, ow, stride, pad):
     return s
 
 
-def conv2d_grad_s8_s32_chw(e, x, out, c_in, h, wd, c_out, k, stride, pad):
-    """Weight gradient of a convolution: out is (c_out, c_in, k, k)."""
+def conv2d_grad_s8_s32_chw(e, x, out, c_in, h, wd, c_out, k, stride, pad, c0=0, c1=None):
+    """Weight gradient of a convolution: out is (c_out, c_in, k, k); the rows
+    of output channels [c0, c1)."""
+    c1 = check_range("conv2d_grad_s8_s32_chw", c0, c1, c_out)
     oh = conv_out_size(h, k, stride, pad)
     ow = conv_out_size(wd, k, stride, pad)
-    j = 0
-    for co in range(c_out):
+    j = c0 * c_in * k * k
+    for co in range(c0, c1):
         for ci in range(c_in):
             for kh in range(k):
                 for kw in range(k):
@@ -461,16 +496,18 @@ def conv2d_grad_s8_s32_chw(e, x, out, c_in, h, wd, c_out, k, stride, pad):
                     j += 1
 
 
-def conv2d_score_s8_chw(e, x, w, scores, subset, shift, smax, c_in, h, wd, c_out, k, stride, pad):
+def conv2d_score_s8_chw(e, x, w, scores, subset, shift, smax, c_in, h, wd, c_out, k, stride, pad, c0=0, c1=None):
     """Fused PRIOT score step of a convolution (see fc_score_s8): each scored
     edge's gradient is summed over positions and applied at once, so no
-    int32 gradient buffer exists. Returns the saturation count."""
+    int32 gradient buffer exists. Output channels [c0, c1) of the weight.
+    Returns the saturation count."""
+    c1 = check_range("conv2d_score_s8_chw", c0, c1, c_out)
     oh = conv_out_size(h, k, stride, pad)
     ow = conv_out_size(wd, k, stride, pad)
     sat = 0
-    si = 0
-    j = 0
-    for co in range(c_out):
+    j = c0 * c_in * k * k
+    si = _nscored(subset, 0, j)
+    for co in range(c0, c1):
         for ci in range(c_in):
             for kh in range(k):
                 for kw in range(k):
@@ -499,11 +536,12 @@ def mask_s8(w, scores, subset, thr, out, n):
         out[j] = w[j] if kept & 1 else 0
 
 
-def fc_mask_s8_s32(x, w, scores, subset, thr, out, n_in, n_out):
-    """fc_s8_s32 with the masked weights (scores None: no mask)."""
-    si = 0
-    j = 0
-    for o in range(n_out):
+def fc_mask_s8_s32(x, w, scores, subset, thr, out, n_in, n_out, c0=0, c1=None):
+    """fc_s8_s32 with the masked weights (scores None: no mask), rows [c0, c1)."""
+    c1 = check_range("fc_mask_s8_s32", c0, c1, n_out)
+    j = c0 * n_in
+    si = _nscored(subset, 0, j) if scores is not None else 0
+    for o in range(c0, c1):
         s = 0
         for i in range(n_in):
             kept = _kept(scores, subset, thr, j, si)
@@ -540,13 +578,14 @@ def _score_step(scores, si, gw, shift, smax):
     return 0
 
 
-def fc_score_s8(e, x, w, scores, subset, shift, smax, n_in, n_out):
+def fc_score_s8(e, x, w, scores, subset, shift, smax, n_in, n_out, c0=0, c1=None):
     """Fused PRIOT score step of a linear layer, no gradient buffer:
     for each scored edge s = sat(s - round(e[o] * x[i] * w[o, i] / 2**shift)),
-    sat to [-smax, smax]. Returns the saturation count."""
+    sat to [-smax, smax], rows c0 <= o < c1. Returns the saturation count."""
+    c1 = check_range("fc_score_s8", c0, c1, n_out)
     sat = 0
-    si = 0
-    for o in range(n_out):
+    si = _nscored(subset, 0, c0 * n_in)
+    for o in range(c0, c1):
         eo = e[o]
         b = o * n_in
         for i in range(n_in):
@@ -687,12 +726,12 @@ def softmax_xent_s8(z, n, exp, label, err, p):
 
 # ------------------------------------------------------------------ update --
 
-def update_s8(w, g, n, shift):
+def update_s8(w, g, n, shift, c0=0, c1=None):
     """NITI update: w[j] = sat8(w[j] - r(g[j])), r the pseudo-stochastic
-    rounding by 2**shift (shift <= 0: g is used as it is). Returns the count
-    of weights that saturated."""
+    rounding by 2**shift (shift <= 0: g is used as it is), items c0 <= j < c1.
+    Returns the count of weights that saturated."""
     sat = 0
-    for j in range(n):
+    for j in range(c0, check_range("update_s8", c0, c1, n)):
         d = g[j] if shift <= 0 else rshift_pseudo(g[j], shift)
         sat += _put8(w, j, w[j] - d)
     return sat

@@ -14,6 +14,7 @@
  * rescale_s32_s8 is the exception, its mul and shift are checked against
  * their documented ranges ([0, 65535], [0, 62]) as in kernels_py.py.
  * thr accepts any int (clamped to [-32768, 32768], which changes no mask).
+ * The big kernels take an optional channel range c0, c1 last (c1 None: all).
  */
 #include "py/dynruntime.h"
 #include "picotrain_kernels.h"
@@ -107,6 +108,18 @@ static void check_fanin(qstr fn, const char *what, int32_t terms) {
     }
 }
 
+/* The optional channel range a[i], a[i + 1] (c0, c1) of a call with n_args
+ * arguments over `count` channels: 0 <= c0 <= c1 <= count; absent, or c1 None,
+ * means up to count. */
+static void get_range(qstr fn, size_t n_args, const mp_obj_t *a, size_t i, int32_t count,
+                      int32_t *c0, int32_t *c1) {
+    *c0 = n_args > i ? (int32_t)get_ranged(fn, MP_QSTR_c0, a[i], 0, count) : 0;
+    *c1 = count;
+    if (n_args > i + 1 && a[i + 1] != mp_const_none) {
+        *c1 = (int32_t)get_ranged(fn, MP_QSTR_c1, a[i + 1], *c0, count);
+    }
+}
+
 /* ------------------------------------------------------------- buffers -- */
 
 static const char *kind_text(int kind) {
@@ -193,6 +206,7 @@ static void get_scores(qstr fn, mp_obj_t scores, mp_obj_t subset, int32_t n, int
     sc->data = NULL;
     sc->subset = NULL;
     sc->s16 = 0;
+    sc->edge0 = 0;
     if (scores == mp_const_none) {
         if (!may_be_none) {
             mp_obj_t it[3] = {Q(fn), Q(MP_QSTR_scores), c_str(kind_text(K_SCORES))};
@@ -299,7 +313,9 @@ static mp_obj_t b_fc_s8_s32(size_t n_args, const mp_obj_t *a) {
     const int8_t *x = BUF(fn, MP_QSTR_x, a[0], K_S8, READ, n_in, "n_in");
     const int8_t *w = BUF(fn, MP_QSTR_w, a[1], K_S8, READ, nw, "n_in*n_out");
     int32_t *out = BUF(fn, MP_QSTR_out, a[2], K_S32, WRITE, n_out, "n_out");
-    pt_fc_s8_s32(x, w, out, n_in, n_out);
+    int32_t c0, c1;
+    get_range(fn, n_args, a, 5, n_out, &c0, &c1);
+    pt_fc_s8_s32(x, w, out, n_in, n_out, c0, c1);
     return mp_const_none;
 }
 
@@ -324,7 +340,9 @@ static mp_obj_t b_outer_s8_s32(size_t n_args, const mp_obj_t *a) {
     const int8_t *e = BUF(fn, MP_QSTR_e, a[0], K_S8, READ, n_out, "n_out");
     const int8_t *x = BUF(fn, MP_QSTR_x, a[1], K_S8, READ, n_in, "n_in");
     int32_t *out = BUF(fn, MP_QSTR_out, a[2], K_S32, WRITE, nw, "n_out*n_in");
-    pt_outer_s8_s32(e, x, out, n_out, n_in);
+    int32_t c0, c1;
+    get_range(fn, n_args, a, 5, n_out, &c0, &c1);
+    pt_outer_s8_s32(e, x, out, n_out, n_in, c0, c1);
     return mp_const_none;
 }
 
@@ -336,7 +354,9 @@ static mp_obj_t b_conv2d_s8_s32_chw(size_t n_args, const mp_obj_t *a) {
     const int8_t *x = BUF(fn, MP_QSTR_x, a[0], K_S8, READ, nx, "c_in*h*wd");
     const int8_t *w = BUF(fn, MP_QSTR_w, a[1], K_S8, READ, nw, "c_out*c_in*k*k");
     int32_t *out = BUF(fn, MP_QSTR_out, a[2], K_S32, WRITE, no, "c_out*oh*ow");
-    pt_conv2d_s8_s32_chw(x, w, out, &d);
+    int32_t c0, c1;
+    get_range(fn, n_args, a, 10, d.c_out, &c0, &c1);
+    pt_conv2d_s8_s32_chw(x, w, out, &d, c0, c1);
     return mp_const_none;
 }
 
@@ -348,7 +368,9 @@ static mp_obj_t b_conv2d_t_s8_s32_chw(size_t n_args, const mp_obj_t *a) {
     const int8_t *e = BUF(fn, MP_QSTR_e, a[0], K_S8, READ, no, "c_out*oh*ow");
     const int8_t *w = BUF(fn, MP_QSTR_w, a[1], K_S8, READ, nw, "c_out*c_in*k*k");
     int32_t *out = BUF(fn, MP_QSTR_out, a[2], K_S32, WRITE, nx, "c_in*h*wd");
-    pt_conv2d_t_s8_s32_chw(e, w, out, &d);
+    int32_t c0, c1;
+    get_range(fn, n_args, a, 10, d.c_in, &c0, &c1);
+    pt_conv2d_t_s8_s32_chw(e, w, out, &d, c0, c1);
     return mp_const_none;
 }
 
@@ -360,7 +382,9 @@ static mp_obj_t b_conv2d_grad_s8_s32_chw(size_t n_args, const mp_obj_t *a) {
     const int8_t *e = BUF(fn, MP_QSTR_e, a[0], K_S8, READ, no, "c_out*oh*ow");
     const int8_t *x = BUF(fn, MP_QSTR_x, a[1], K_S8, READ, nx, "c_in*h*wd");
     int32_t *out = BUF(fn, MP_QSTR_out, a[2], K_S32, WRITE, nw, "c_out*c_in*k*k");
-    pt_conv2d_grad_s8_s32_chw(e, x, out, &d);
+    int32_t c0, c1;
+    get_range(fn, n_args, a, 10, d.c_out, &c0, &c1);
+    pt_conv2d_grad_s8_s32_chw(e, x, out, &d, c0, c1);
     return mp_const_none;
 }
 
@@ -463,7 +487,9 @@ static mp_obj_t b_update_s8(size_t n_args, const mp_obj_t *a) {
     int32_t shift = get_shift(fn, MP_QSTR_shift, a[3]);
     int8_t *w = BUF(fn, MP_QSTR_w, a[0], K_S8, WRITE, n, "n");
     const int32_t *g = BUF(fn, MP_QSTR_g, a[1], K_S32, READ, n, "n");
-    return INT(pt_update_s8(w, g, n, shift));
+    int32_t c0, c1;
+    get_range(fn, n_args, a, 4, n, &c0, &c1);
+    return INT(pt_update_s8(w, g, n, shift, c0, c1));
 }
 
 /* ------------------------------------------------ Tin-Tin, partial FQT -- */
@@ -515,7 +541,9 @@ static mp_obj_t b_fc_mask_s8_s32(size_t n_args, const mp_obj_t *a) {
     const int8_t *w = BUF(fn, MP_QSTR_w, a[1], K_S8, READ, nw, "n_in*n_out");
     get_scores(fn, a[2], a[3], nw, 1, READ, &sc);
     int32_t *out = BUF(fn, MP_QSTR_out, a[5], K_S32, WRITE, n_out, "n_out");
-    pt_fc_mask_s8_s32(x, w, &sc, thr, out, n_in, n_out);
+    int32_t c0, c1;
+    get_range(fn, n_args, a, 8, n_out, &c0, &c1);
+    pt_fc_mask_s8_s32(x, w, &sc, thr, out, n_in, n_out, c0, c1);
     return mp_const_none;
 }
 
@@ -546,7 +574,9 @@ static mp_obj_t b_conv2d_mask_s8_s32_chw(size_t n_args, const mp_obj_t *a) {
     const int8_t *w = BUF(fn, MP_QSTR_w, a[1], K_S8, READ, nw, "c_out*c_in*k*k");
     get_scores(fn, a[2], a[3], nw, 1, READ, &sc);
     int32_t *out = BUF(fn, MP_QSTR_out, a[5], K_S32, WRITE, no, "c_out*oh*ow");
-    pt_conv2d_mask_s8_s32_chw(x, w, &sc, thr, out, &d);
+    int32_t c0, c1;
+    get_range(fn, n_args, a, 13, d.c_out, &c0, &c1);
+    pt_conv2d_mask_s8_s32_chw(x, w, &sc, thr, out, &d, c0, c1);
     return mp_const_none;
 }
 
@@ -561,7 +591,9 @@ static mp_obj_t b_conv2d_t_mask_s8_s32_chw(size_t n_args, const mp_obj_t *a) {
     const int8_t *w = BUF(fn, MP_QSTR_w, a[1], K_S8, READ, nw, "c_out*c_in*k*k");
     get_scores(fn, a[2], a[3], nw, 1, READ, &sc);
     int32_t *out = BUF(fn, MP_QSTR_out, a[5], K_S32, WRITE, nx, "c_in*h*wd");
-    pt_conv2d_t_mask_s8_s32_chw(e, w, &sc, thr, out, &d);
+    int32_t c0, c1;
+    get_range(fn, n_args, a, 13, d.c_in, &c0, &c1);
+    pt_conv2d_t_mask_s8_s32_chw(e, w, &sc, thr, out, &d, c0, c1);
     return mp_const_none;
 }
 
@@ -627,7 +659,9 @@ static mp_obj_t b_fc_score_s8(size_t n_args, const mp_obj_t *a) {
     const int8_t *w = BUF(fn, MP_QSTR_w, a[2], K_S8, READ, nw, "n_in*n_out");
     get_scores(fn, a[3], a[4], nw, 0, WRITE, &sc);
     int32_t smax = get_smax(fn, a[6], &sc);
-    return INT(pt_fc_score_s8(e, x, w, &sc, shift, smax, n_in, n_out));
+    int32_t c0, c1;
+    get_range(fn, n_args, a, 9, n_out, &c0, &c1);
+    return INT(pt_fc_score_s8(e, x, w, &sc, shift, smax, n_in, n_out, c0, c1));
 }
 
 static mp_obj_t b_conv2d_score_s8_chw(size_t n_args, const mp_obj_t *a) {
@@ -642,7 +676,9 @@ static mp_obj_t b_conv2d_score_s8_chw(size_t n_args, const mp_obj_t *a) {
     const int8_t *w = BUF(fn, MP_QSTR_w, a[2], K_S8, READ, nw, "c_out*c_in*k*k");
     get_scores(fn, a[3], a[4], nw, 0, WRITE, &sc);
     int32_t smax = get_smax(fn, a[6], &sc);
-    return INT(pt_conv2d_score_s8_chw(e, x, w, &sc, shift, smax, &d));
+    int32_t c0, c1;
+    get_range(fn, n_args, a, 14, d.c_out, &c0, &c1);
+    return INT(pt_conv2d_score_s8_chw(e, x, w, &sc, shift, smax, &d, c0, c1));
 }
 
 static mp_obj_t b_score_update_s8(size_t n_args, const mp_obj_t *a) {
@@ -660,32 +696,34 @@ static mp_obj_t b_score_update_s8(size_t n_args, const mp_obj_t *a) {
 /* ------------------------------------------------------------- module -- */
 
 #define DEF(name, nargs) static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(name##_obj, nargs, nargs, b_##name)
+/* a kernel with the optional channel range c0, c1 last */
+#define DEF_RANGE(name, nargs) static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(name##_obj, nargs, nargs + 2, b_##name)
 DEF(bitlen_s32, 2);
 DEF(requant_s32_s8, 4);
 DEF(bias_add_s32, 5);
 DEF(acc_add_s32, 5);
-DEF(fc_s8_s32, 5);
+DEF_RANGE(fc_s8_s32, 5);
 DEF(fc_t_s8_s32, 5);
-DEF(outer_s8_s32, 5);
-DEF(conv2d_s8_s32_chw, 10);
-DEF(conv2d_t_s8_s32_chw, 10);
-DEF(conv2d_grad_s8_s32_chw, 10);
+DEF_RANGE(outer_s8_s32, 5);
+DEF_RANGE(conv2d_s8_s32_chw, 10);
+DEF_RANGE(conv2d_t_s8_s32_chw, 10);
+DEF_RANGE(conv2d_grad_s8_s32_chw, 10);
 DEF(relu_s8, 2);
 DEF(relu_bwd_s8, 3);
 DEF(maxpool2d_s8_chw, 7);
 DEF(maxpool2d_bwd_s8_chw, 7);
 DEF(argmax_s8, 2);
 DEF(softmax_xent_s8, 6);
-DEF(update_s8, 4);
+DEF_RANGE(update_s8, 4);
 DEF(rescale_s32_s8, 5);
 DEF(topk_abs_s32, 4);
 DEF(mask_s8, 6);
-DEF(fc_mask_s8_s32, 8);
+DEF_RANGE(fc_mask_s8_s32, 8);
 DEF(fc_t_mask_s8_s32, 8);
-DEF(conv2d_mask_s8_s32_chw, 13);
-DEF(conv2d_t_mask_s8_s32_chw, 13);
-DEF(fc_score_s8, 9);
-DEF(conv2d_score_s8_chw, 14);
+DEF_RANGE(conv2d_mask_s8_s32_chw, 13);
+DEF_RANGE(conv2d_t_mask_s8_s32_chw, 13);
+DEF_RANGE(fc_score_s8, 9);
+DEF_RANGE(conv2d_score_s8_chw, 14);
 DEF(score_update_s8, 7);
 /* issue 8: the fused forward, with an optional output-channel range c0, c1 */
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(conv2d_s8_s8_chw_obj, 14, 16, b_conv2d_s8_s8_chw);

@@ -31,6 +31,20 @@ int pt_conv2d_dims(pt_conv2d_dims_t *d, int32_t c_in, int32_t h, int32_t w, int3
     return 0;
 }
 
+void pt_conv2d_dims_channels(pt_conv2d_dims_t *v, const pt_conv2d_dims_t *d, int32_t c_out) {
+    /* field by field: a struct assignment may become a memcpy call, which a
+     * native module cannot link */
+    v->c_in = d->c_in;
+    v->h = d->h;
+    v->w = d->w;
+    v->c_out = c_out;
+    v->k = d->k;
+    v->stride = d->stride;
+    v->pad = d->pad;
+    v->oh = d->oh;
+    v->ow = d->ow;
+}
+
 /* Output positions o in [*lo, *hi) with 0 <= o*stride - pad + kk < size.
  * No division: each loop runs at most pad/stride + 1 times. */
 static void tap_range(int32_t kk, int32_t pad, int32_t stride, int32_t size, int32_t osize,
@@ -106,7 +120,7 @@ static NOINLINE int32_t row_dot(const int8_t *ep, const int8_t *xp, int32_t n, i
 /* The weight w[j] with the mask applied; advances *si past a scored edge. */
 static inline int32_t masked_weight(const int8_t *w, const pt_scores_t *sc, int32_t thr,
                                     uint32_t j, uint32_t *si) {
-    if (sc != NULL && pt_edge_scored(sc->subset, j) && pt_score_get(sc, (*si)++) < thr) {
+    if (sc != NULL && pt_edge_scored(sc, j) && pt_score_get(sc, (*si)++) < thr) {
         return 0;
     }
     return w[j];
@@ -155,18 +169,28 @@ static PT_NOINLINE void conv_fwd(const int8_t *x, const int8_t *w, const pt_scor
     }
 }
 
-/* Error to the input (masked when sc has scores): the adjoint of conv_fwd. */
+/* The scores consumed by the edges [j, j + n). */
+static uint32_t scores_of(const pt_scores_t *sc, uint32_t j, uint32_t n) {
+    return sc == NULL ? 0 : pt_scores_in(sc, j, n);
+}
+
+/* Error to the input channels [c0, c1) (masked when sc has scores): the adjoint of conv_fwd. */
 static PT_NOINLINE void conv_bwd_generic(const int8_t *e, const int8_t *w, const pt_scores_t *sc, int32_t thr,
-                     int32_t *out, const pt_conv2d_dims_t *d) {
+                     int32_t *out, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1) {
     const int32_t k = d->k, stride = d->stride, pad = d->pad, ow = d->ow;
     const int32_t plane = d->oh * d->ow, hw = d->h * d->w, xstep = stride * d->w;
-    uint32_t j = 0, si = 0;
+    const uint32_t nco = (uint32_t)(d->c_in * k * k), skip = (uint32_t)(c0 * k * k);
+    uint32_t j, si, jco = 0, sico = 0;
     int32_t co, ci, kh, kw, t;
-    for (t = 0; t < d->c_in * hw; t++) {
+    for (t = c0 * hw; t < c1 * hw; t++) {
         out[t] = 0;
     }
-    for (co = 0; co < d->c_out; co++) {
-        for (ci = 0; ci < d->c_in; ci++) {
+    for (co = 0; co < d->c_out; co++, jco += nco) {
+        /* the edges of co start at jco; those of the channels before c0 are skipped */
+        j = jco + skip;
+        si = sico + scores_of(sc, jco, skip);
+        sico += scores_of(sc, jco, nco);
+        for (ci = c0; ci < c1; ci++) {
             for (kh = 0; kh < k; kh++) {
                 int32_t y0, y1;
                 tap_range(kh, pad, stride, d->h, d->oh, &y0, &y1);
@@ -805,7 +829,7 @@ static PT_NOINLINE void conv_grad_sparse(const int8_t *e, const int8_t *x, int32
     }
 }
 
-void pt_conv2d_grad_s8_s32_chw(const int8_t *e, const int8_t *x, int32_t *out, const pt_conv2d_dims_t *d) {
+static void conv_grad(const int8_t *e, const int8_t *x, int32_t *out, const pt_conv2d_dims_t *d) {
     int32_t co, ci, kh, kw;
     if (sparse_bwd_ok(d)) {
         conv_grad_sparse(e, x, out, d);
@@ -842,6 +866,7 @@ static PT_NOINLINE int32_t score_row_s8(int8_t *s, const int32_t *g, const int8_
             sc.data = s;
             sc.subset = NULL;
             sc.s16 = 0;
+            sc.edge0 = 0;
             sat += pt_score_apply(&sc, (uint32_t)t, gt, wt, shift, smax);
             continue;
         } else {
@@ -863,8 +888,8 @@ static PT_NOINLINE int32_t score_row_s8(int8_t *s, const int32_t *g, const int8_
     return sat;
 }
 
-int32_t pt_conv2d_score_s8_chw(const int8_t *e, const int8_t *x, const int8_t *w, const pt_scores_t *sc,
-                               int32_t shift, int32_t smax, const pt_conv2d_dims_t *d) {
+static PT_NOINLINE int32_t conv_score(const int8_t *e, const int8_t *x, const int8_t *w, const pt_scores_t *sc,
+                                      int32_t shift, int32_t smax, const pt_conv2d_dims_t *d) {
     const int32_t k = d->k, plane = d->oh * d->ow, hw = d->h * d->w;
     uint32_t j = 0, si = 0;
     int32_t sat = 0, co, ci, kh, kw, g[KROW_MAX];
@@ -874,7 +899,7 @@ int32_t pt_conv2d_score_s8_chw(const int8_t *e, const int8_t *x, const int8_t *w
             for (ci = 0; ci < d->c_in; ci++) {
                 for (kh = 0; kh < k; kh++) {
                     for (kw = 0; kw < k; kw++, j++) {
-                        if (pt_edge_scored(sc->subset, j)) {
+                        if (pt_edge_scored(sc, j)) {
                             int32_t gt = pt_conv2d_tap_s8_s32_chw(e, x, d, co, ci, kh, kw);
                             sat += pt_score_apply(sc, si++, gt, w[j], shift, smax);
                         }
@@ -893,7 +918,7 @@ int32_t pt_conv2d_score_s8_chw(const int8_t *e, const int8_t *x, const int8_t *w
         empty = done && L.n_in + L.n_bd == 0;
         for (ci = 0; ci < d->c_in; ci++) {
             for (kh = 0; kh < k; kh++) {
-                uint32_t cnt = sc->subset ? pt_popcount_range(sc->subset, j, (uint32_t)k) : (uint32_t)k;
+                uint32_t cnt = pt_scores_in(sc, j, (uint32_t)k);
                 if (cnt == 0) {
                     j += (uint32_t)k;
                     continue;
@@ -917,7 +942,7 @@ int32_t pt_conv2d_score_s8_chw(const int8_t *e, const int8_t *x, const int8_t *w
                     continue;
                 }
                 for (kw = 0; kw < k; kw++, j++) {
-                    if (pt_edge_scored(sc->subset, j)) {
+                    if (pt_edge_scored(sc, j)) {
                         sat += pt_score_apply(sc, si++, g[kw], w[j], shift, smax);
                     }
                 }
@@ -927,28 +952,22 @@ int32_t pt_conv2d_score_s8_chw(const int8_t *e, const int8_t *x, const int8_t *w
     return sat;
 }
 
-/* The scores consumed by the edges [j, j + n). */
-static uint32_t scores_of(const pt_scores_t *sc, uint32_t j, uint32_t n) {
-    if (sc == NULL) {
-        return 0;
-    }
-    return sc->subset ? pt_popcount_range(sc->subset, j, n) : n;
-}
-
-/* Error to the input from the nonzero errors (sparse_bwd_ok): out = 0, then
- * every nonzero e[co][oy][ox] adds its (masked) weights times e to its window. */
+/* Error to the input channels [c0, c1) from the nonzero errors (sparse_bwd_ok):
+ * out = 0, then every nonzero e[co][oy][ox] adds its (masked) weights times e
+ * to its window. */
 static PT_NOINLINE void conv_t_sparse(const int8_t *e, const int8_t *w, const pt_scores_t *sc, int32_t thr,
-                          int32_t *out, const pt_conv2d_dims_t *d) {
+                          int32_t *out, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1) {
     const int32_t k = d->k, hw = d->h * d->w, plane = d->oh * d->ow, nco = d->c_in * k * k;
+    const uint32_t skip = (uint32_t)(c0 * k * k);
     uint32_t j = 0, si = 0;
     int32_t co, ci, kh, kw, wrow[KROW_MAX];
     int8_t w8[KROW_MAX];
     nz_t L;
-    zero_s32(out, d->c_in * hw);
+    zero_s32(out + c0 * hw, (c1 - c0) * hw);
     nz_setup(&L, d->oh, d->ow, d->stride, -d->pad, k, d->h, d->w);
     for (co = 0; co < d->c_out; co++) {
         const int8_t *ep = e + co * plane;
-        const uint32_t jco = j, sico = si;
+        const uint32_t jco = j, sico = si, siskip = si + scores_of(sc, j, skip);
         int done;
         nz_rewind(&L);
         do {
@@ -956,9 +975,9 @@ static PT_NOINLINE void conv_t_sparse(const int8_t *e, const int8_t *w, const pt
             if (L.n_in + L.n_bd == 0) {
                 break;
             }
-            j = jco;
-            si = sico;
-            for (ci = 0; ci < d->c_in; ci++) {
+            j = jco + skip;
+            si = siskip;
+            for (ci = c0; ci < c1; ci++) {
                 for (kh = 0; kh < k; kh++) {
                     const int8_t *wr = w + j;
                     int32_t nz = 0;
@@ -1106,32 +1125,56 @@ void pt_conv2d_range_s32(const int8_t *x, const int8_t *w, const pt_scores_t *sc
     }
 }
 
-void pt_conv2d_s8_s32_chw(const int8_t *x, const int8_t *w, int32_t *out, const pt_conv2d_dims_t *d) {
-    pt_conv2d_range_s32(x, w, NULL, 0, out, d, 0, d->c_out, pt_conv2d_fwd_sparse(x, d));
-}
+/* A range [c0, c1) of output channels (forward, gradient, score step) writes
+ * those channels of the whole-tensor output; the error to the input takes a
+ * range of input channels. */
 
-void pt_conv2d_t_s8_s32_chw(const int8_t *e, const int8_t *w, int32_t *out, const pt_conv2d_dims_t *d) {
-    if (sparse_bwd_ok(d)) {
-        conv_t_sparse(e, w, NULL, 0, out, d);
-    } else {
-        conv_bwd_generic(e, w, NULL, 0, out, d);
-    }
+void pt_conv2d_s8_s32_chw(const int8_t *x, const int8_t *w, int32_t *out, const pt_conv2d_dims_t *d,
+                          int32_t c0, int32_t c1) {
+    pt_conv2d_range_s32(x, w, NULL, 0, out + c0 * d->oh * d->ow, d, c0, c1, pt_conv2d_fwd_sparse(x, d));
 }
 
 void pt_conv2d_mask_s8_s32_chw(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
-                               int32_t *out, const pt_conv2d_dims_t *d) {
-    pt_conv2d_range_s32(x, w, (sc != NULL && sc->data != NULL) ? sc : NULL, thr, out, d, 0, d->c_out,
-                        pt_conv2d_fwd_sparse(x, d));
+                               int32_t *out, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1) {
+    pt_conv2d_range_s32(x, w, (sc != NULL && sc->data != NULL) ? sc : NULL, thr, out + c0 * d->oh * d->ow, d,
+                        c0, c1, pt_conv2d_fwd_sparse(x, d));
+}
+
+void pt_conv2d_grad_s8_s32_chw(const int8_t *e, const int8_t *x, int32_t *out, const pt_conv2d_dims_t *d,
+                               int32_t c0, int32_t c1) {
+    pt_conv2d_dims_t v;
+    pt_conv2d_dims_channels(&v, d, c1 - c0);
+    conv_grad(e + c0 * d->oh * d->ow, x, out + c0 * d->c_in * d->k * d->k, &v);
+}
+
+int32_t pt_conv2d_score_s8_chw(const int8_t *e, const int8_t *x, const int8_t *w, const pt_scores_t *sc,
+                               int32_t shift, int32_t smax, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1) {
+    const int32_t j0 = c0 * d->c_in * d->k * d->k;
+    pt_conv2d_dims_t v;
+    pt_scores_t vs;
+    pt_conv2d_dims_channels(&v, d, c1 - c0);
+    return conv_score(e + c0 * d->oh * d->ow, x, w + j0, pt_scores_view(&vs, sc, (uint32_t)j0), shift, smax, &v);
+}
+
+/* The error to the input walks every output channel; the range is of input channels. */
+static void conv_t_any(const int8_t *e, const int8_t *w, const pt_scores_t *sc, int32_t thr,
+                       int32_t *out, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1) {
+    if (sparse_bwd_ok(d)) {
+        conv_t_sparse(e, w, sc, thr, out, d, c0, c1);
+    } else {
+        conv_bwd_generic(e, w, sc, thr, out, d, c0, c1);
+    }
+}
+
+void pt_conv2d_t_s8_s32_chw(const int8_t *e, const int8_t *w, int32_t *out, const pt_conv2d_dims_t *d,
+                            int32_t c0, int32_t c1) {
+    conv_t_any(e, w, NULL, 0, out, d, c0, c1);
 }
 
 void pt_conv2d_t_mask_s8_s32_chw(const int8_t *e, const int8_t *w, const pt_scores_t *sc, int32_t thr,
-                                 int32_t *out, const pt_conv2d_dims_t *d) {
-    sc = (sc != NULL && sc->data != NULL) ? sc : NULL;
-    if (sparse_bwd_ok(d)) {
-        conv_t_sparse(e, w, sc, thr, out, d);
-    } else {
-        conv_bwd_generic(e, w, sc, thr, out, d);
-    }
+                                 int32_t *out, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1) {
+    pt_scores_t vs;
+    conv_t_any(e, w, pt_mask_view(&vs, sc, 0), thr, out, d, c0, c1);
 }
 
 int32_t pt_conv2d_tap_s8_s32_chw(const int8_t *e, const int8_t *x, const pt_conv2d_dims_t *d,

@@ -100,7 +100,7 @@ static void dot1_list(const int32_t *lp, const int32_t *end, const int8_t *w, in
     *acc = a;
 }
 
-void pt_fc_s8_s32(const int8_t *x, const int8_t *w, int32_t *out, int32_t n_in, int32_t n_out) {
+static void fc_rows(const int8_t *x, const int8_t *w, int32_t *out, int32_t n_in, int32_t n_out) {
     int32_t ent[NZ_FC], from = 0, first = 1, o;
     while (first || from < n_in) {
         const int32_t m = list_nonzero(x, n_in, &from, ent);
@@ -118,6 +118,13 @@ void pt_fc_s8_s32(const int8_t *x, const int8_t *w, int32_t *out, int32_t n_in, 
             dot1_list(ent, ent + m, wr, out + o);
         }
     }
+}
+
+/* Rows [c0, c1): the whole computation on the rows' weights and outputs. */
+void pt_fc_s8_s32(const int8_t *x, const int8_t *w, int32_t *out, int32_t n_in, int32_t n_out,
+                  int32_t c0, int32_t c1) {
+    (void)n_out;
+    fc_rows(x, w + c0 * n_in, out + c0, n_in, c1 - c0);
 }
 
 /* op[0:n] += wa[0:n] * ea + wb[0:n] * eb, n >= 1. */
@@ -183,9 +190,13 @@ void pt_fc_t_s8_s32(const int8_t *e, const int8_t *w, int32_t *out, int32_t n_in
     }
 }
 
-void pt_outer_s8_s32(const int8_t *e, const int8_t *x, int32_t *out, int32_t n_out, int32_t n_in) {
-    for (; n_out > 0; n_out--) {
-        const int32_t eo = *e++;
+void pt_outer_s8_s32(const int8_t *e, const int8_t *x, int32_t *out, int32_t n_out, int32_t n_in,
+                     int32_t c0, int32_t c1) {
+    int32_t o;
+    (void)n_out;
+    out += c0 * n_in;
+    for (o = c0; o < c1; o++) {
+        const int32_t eo = e[o];
         int32_t i = 0;
         if (eo == 0) {
             for (; i + 4 <= n_in; i += 4, out += 4) {
@@ -284,19 +295,28 @@ static void dot1_list_masked(const int32_t *lp, const int32_t *end, const int8_t
     *acc = a;
 }
 
-/* Word q of a bitmap of n bits (bits past n cleared); any alignment. */
-PT_INLINE uint32_t bits_word(const uint8_t *bits, uint32_t q, uint32_t n) {
-    const uint8_t *b = bits + 4u * q;
-    const uint32_t left = n - 32u * q;   /* > 0 */
+/* Word q of the n bits of a bitmap from bit p0 on (bits past n cleared), any
+ * alignment; p0 is not a multiple of 8 in a channel range's view, then the
+ * word spans five bytes. */
+PT_INLINE uint32_t bits_word(const uint8_t *bits, uint32_t p0, uint32_t q, uint32_t n) {
+    const uint32_t p = p0 + 32u * q, sh = p & 7u, left = n - 32u * q;   /* left > 0 */
+    const uint32_t want = sh + left;   /* bits of b that matter (more than 32: all) */
+    const uint8_t *b = bits + (p >> 3);
     uint32_t v = b[0];
-    if (left > 8u) {
+    if (want > 8u) {
         v |= (uint32_t)b[1] << 8;
     }
-    if (left > 16u) {
+    if (want > 16u) {
         v |= (uint32_t)b[2] << 16;
     }
-    if (left > 24u) {
+    if (want > 24u) {
         v |= (uint32_t)b[3] << 24;
+    }
+    if (sh) {
+        v >>= sh;
+        if (want > 32u) {
+            v |= (uint32_t)b[4] << (32u - sh);
+        }
     }
     return left >= 32u ? v : v & ((1u << left) - 1u);
 }
@@ -331,12 +351,12 @@ static uint32_t next_pruned(const pt_scores_t *sc, int fast, uint32_t i, uint32_
 static PT_NOINLINE void fc_unprune_subset(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
                                           int32_t *out, int32_t n_in, int32_t n_out) {
     const uint32_t n = (uint32_t)n_in * (uint32_t)n_out;
-    const uint32_t m = n ? (uint32_t)pt_popcount_bits(sc->subset, (int32_t)n) : 0u;
+    const uint32_t m = pt_scores_in(sc, 0, n);   /* the scored edges of this view */
     const int fast = !sc->s16 && thr <= 0 && thr >= -127;
     uint32_t q = 0, before = 0, wq = 0, cq = 0;   /* bitmap word q, set bits in words < q, in word q */
     uint32_t row = 0, row_start = 0, si;           /* the row of the last pruned edge, its first edge */
     if (m) {
-        wq = bits_word(sc->subset, 0, n);
+        wq = bits_word(sc->subset, sc->edge0, 0, n);
         cq = pt_popcount32(wq);
     }
     for (si = next_pruned(sc, fast, 0, m, thr); si < m; si = next_pruned(sc, fast, si + 1u, m, thr)) {
@@ -344,7 +364,7 @@ static PT_NOINLINE void fc_unprune_subset(const int8_t *x, const int8_t *w, cons
         while (before + cq <= si) {
             before += cq;
             q++;
-            wq = bits_word(sc->subset, q, n);
+            wq = bits_word(sc->subset, sc->edge0, q, n);
             cq = pt_popcount32(wq);
         }
         for (v = wq, r = si - before; r; r--) {
@@ -380,11 +400,11 @@ static PT_NOINLINE void fc_mask_dense_s8(const int8_t *x, const int8_t *w, const
     }
 }
 
-void pt_fc_mask_s8_s32(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
-                       int32_t *out, int32_t n_in, int32_t n_out) {
+static void fc_mask_rows(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
+                         int32_t *out, int32_t n_in, int32_t n_out) {
     uint32_t j = 0, si = 0;
-    if (sc == NULL || sc->data == NULL) {
-        pt_fc_s8_s32(x, w, out, n_in, n_out);
+    if (sc == NULL) {
+        fc_rows(x, w, out, n_in, n_out);
         return;
     }
     if (sc->subset == NULL && !sc->s16) {
@@ -392,7 +412,7 @@ void pt_fc_mask_s8_s32(const int8_t *x, const int8_t *w, const pt_scores_t *sc, 
         return;
     }
     if (sc->subset != NULL) {
-        pt_fc_s8_s32(x, w, out, n_in, n_out);
+        fc_rows(x, w, out, n_in, n_out);
         fc_unprune_subset(x, w, sc, thr, out, n_in, n_out);
         return;
     }
@@ -401,13 +421,21 @@ void pt_fc_mask_s8_s32(const int8_t *x, const int8_t *w, const pt_scores_t *sc, 
         int32_t acc = 0;
         int32_t i;
         for (i = n_in; i > 0; i--, j++, w++, xp++) {
-            if (pt_edge_scored(sc->subset, j) && pt_score_get(sc, si++) < thr) {
+            if (pt_edge_scored(sc, j) && pt_score_get(sc, si++) < thr) {
                 continue;   /* pruned */
             }
             acc += (int32_t)*w * *xp;
         }
         *out++ = acc;
     }
+}
+
+void pt_fc_mask_s8_s32(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
+                       int32_t *out, int32_t n_in, int32_t n_out, int32_t c0, int32_t c1) {
+    const int32_t j0 = c0 * n_in;
+    pt_scores_t v;
+    (void)n_out;
+    fc_mask_rows(x, w + j0, pt_mask_view(&v, sc, (uint32_t)j0), thr, out + c0, n_in, c1 - c0);
 }
 
 void pt_fc_t_mask_s8_s32(const int8_t *e, const int8_t *w, const pt_scores_t *sc, int32_t thr,
@@ -426,17 +454,13 @@ void pt_fc_t_mask_s8_s32(const int8_t *e, const int8_t *w, const pt_scores_t *sc
         int32_t *op = out;
         if (eo == 0) {
             /* nothing to add: just move past the row's edges and scores */
-            if (sc->subset == NULL) {
-                si += (uint32_t)n_in;
-            } else {
-                si += pt_popcount_range(sc->subset, j, (uint32_t)n_in);
-            }
+            si += pt_scores_in(sc, j, (uint32_t)n_in);
             j += (uint32_t)n_in;
             w += n_in;
             continue;
         }
         for (i = n_in; i > 0; i--, j++, w++, op++) {
-            if (pt_edge_scored(sc->subset, j) && pt_score_get(sc, si++) < thr) {
+            if (pt_edge_scored(sc, j) && pt_score_get(sc, si++) < thr) {
                 continue;
             }
             *op += (int32_t)*w * eo;

@@ -47,9 +47,10 @@ uint32_t pt_mask_range_s8(const int8_t *w, const pt_scores_t *sc, int32_t thr, u
     {
         /* compact scores (PRIOT-S): the subset's bits a byte at a time, the
          * score type tested once (issue 8: ~20 cycles per edge before) */
-        const uint8_t *bits = sc->subset;
+        const uint8_t *bits = sc->subset;   /* locals: the stores to out may alias *sc */
         const int8_t *s8 = (const int8_t *)sc->data;
         const int16_t *s16 = sc->s16 ? (const int16_t *)sc->data : NULL;
+        j0 += sc->edge0;   /* a channel range's view starts mid-bitmap */
         t = 0;
         while (t < n) {
             const uint32_t j = j0 + (uint32_t)t;
@@ -65,6 +66,18 @@ uint32_t pt_mask_range_s8(const int8_t *w, const pt_scores_t *sc, int32_t thr, u
         }
     }
     return si;
+}
+
+pt_scores_t *pt_scores_view(pt_scores_t *v, const pt_scores_t *sc, uint32_t j0) {
+    const uint32_t skip = pt_scores_in(sc, 0, j0);
+    v->s16 = sc->s16;
+    v->data = sc->data;   /* may be NULL when there are no scores at all */
+    if (skip) {
+        v->data = sc->s16 ? (void *)((int16_t *)sc->data + skip) : (void *)((int8_t *)sc->data + skip);
+    }
+    v->subset = sc->subset;
+    v->edge0 = sc->subset ? sc->edge0 + j0 : 0;
+    return v;
 }
 
 void pt_mask_s8(const int8_t *w, const pt_scores_t *sc, int32_t thr, int8_t *out, int32_t n) {

@@ -25,6 +25,12 @@
  *     none): the few divisions per call use pt_udiv_u32 (shift-subtract).
  *   - Right shifts of negative int32 values are arithmetic (floor), which is
  *     what GCC and Clang do on every target picotrain supports.
+ *   - Channel ranges (two cores): the big kernels take trailing c0, c1 and
+ *     compute only channels [c0, c1) of their output (0 <= c0 <= c1 <= the
+ *     channel count; output channels / rows, or for the error-to-input of a
+ *     convolution its input channels), with whole-tensor buffers indexed as
+ *     usual. Each output item gets exactly the arithmetic of the whole call,
+ *     so the two halves of a split call give the whole call's bits.
  */
 #ifndef PICOTRAIN_KERNELS_H
 #define PICOTRAIN_KERNELS_H
@@ -33,6 +39,7 @@
 #include <stdint.h>
 
 #define PT_Q_MAX 127                 /* int8 saturation bound (symmetric, as NITI) */
+#define PT_CHANNEL_RANGES 1          /* the big kernels take c0, c1 (the rules above) */
 
 /* armv6m (Cortex-M0+, the RP2040) gets hand-scheduled Thumb-1 inner loops
  * (inline asm); every other target, and -DPT_NO_ASM, the C loops with the
@@ -165,8 +172,9 @@ uint32_t pt_topk_abs_s32(const int32_t *g, int32_t n, int32_t k, int32_t *idx);
 
 /* ------------------------------------------------------------ linear layer -- */
 
-/* out[o] = sum_i w[o*n_in + i] * x[i], o < n_out (w row-major n_out x n_in). */
-void pt_fc_s8_s32(const int8_t *x, const int8_t *w, int32_t *out, int32_t n_in, int32_t n_out);
+/* out[o] = sum_i w[o*n_in + i] * x[i], c0 <= o < c1 <= n_out (w row-major n_out x n_in). */
+void pt_fc_s8_s32(const int8_t *x, const int8_t *w, int32_t *out, int32_t n_in, int32_t n_out,
+                  int32_t c0, int32_t c1);
 
 /* out[i] = sum_o w[o*n_in + i] * e[o], i < n_in (error to the input). */
 void pt_fc_t_s8_s32(const int8_t *e, const int8_t *w, int32_t *out, int32_t n_in, int32_t n_out);
@@ -176,8 +184,9 @@ void pt_fc_t_s8_s32(const int8_t *e, const int8_t *w, int32_t *out, int32_t n_in
  * i < 2^23 (n_in <= PT_MAX_FANIN). The sparse linear-layer kernels' list. */
 int32_t pt_list_nonzero_s8(const int8_t *x, int32_t n, int32_t *from, int32_t *ent, int32_t cap);
 
-/* out[o*n_in + i] = e[o] * x[i] (weight gradient of a linear layer). */
-void pt_outer_s8_s32(const int8_t *e, const int8_t *x, int32_t *out, int32_t n_out, int32_t n_in);
+/* out[o*n_in + i] = e[o] * x[i], c0 <= o < c1 (weight gradient of a linear layer). */
+void pt_outer_s8_s32(const int8_t *e, const int8_t *x, int32_t *out, int32_t n_out, int32_t n_in,
+                     int32_t c0, int32_t c1);
 
 /* -------------------------------------------------------------- conv layer -- */
 
@@ -194,14 +203,22 @@ typedef struct {
 int pt_conv2d_dims(pt_conv2d_dims_t *d, int32_t c_in, int32_t h, int32_t w, int32_t c_out,
                    int32_t k, int32_t stride, int32_t pad);
 
-/* out (c_out, oh, ow) = conv(x (c_in, h, w), w); zero padding. */
-void pt_conv2d_s8_s32_chw(const int8_t *x, const int8_t *w, int32_t *out, const pt_conv2d_dims_t *d);
+/* out (c_out, oh, ow) = conv(x (c_in, h, w), w); zero padding; output channels [c0, c1). */
+void pt_conv2d_s8_s32_chw(const int8_t *x, const int8_t *w, int32_t *out, const pt_conv2d_dims_t *d,
+                          int32_t c0, int32_t c1);
 
-/* out (c_in, h, w) = error to the input of the convolution, from e (c_out, oh, ow). */
-void pt_conv2d_t_s8_s32_chw(const int8_t *e, const int8_t *w, int32_t *out, const pt_conv2d_dims_t *d);
+/* out (c_in, h, w) = error to the input of the convolution, from e (c_out, oh, ow);
+ * input channels [c0, c1) of out. */
+void pt_conv2d_t_s8_s32_chw(const int8_t *e, const int8_t *w, int32_t *out, const pt_conv2d_dims_t *d,
+                            int32_t c0, int32_t c1);
 
-/* out (c_out, c_in, k, k) = weight gradient: sum over output positions of e * x. */
-void pt_conv2d_grad_s8_s32_chw(const int8_t *e, const int8_t *x, int32_t *out, const pt_conv2d_dims_t *d);
+/* out (c_out, c_in, k, k) = weight gradient: sum over output positions of e * x;
+ * the rows of output channels [c0, c1). */
+void pt_conv2d_grad_s8_s32_chw(const int8_t *e, const int8_t *x, int32_t *out, const pt_conv2d_dims_t *d,
+                               int32_t c0, int32_t c1);
+
+/* *v = *d restricted to c_out output channels (a channel range's view). */
+void pt_conv2d_dims_channels(pt_conv2d_dims_t *v, const pt_conv2d_dims_t *d, int32_t c_out);
 
 /* The gradient of the one weight (co, ci, kh, kw): one item of the above. */
 int32_t pt_conv2d_tap_s8_s32_chw(const int8_t *e, const int8_t *x, const pt_conv2d_dims_t *d,
@@ -238,9 +255,9 @@ int32_t pt_softmax_xent_s8(const int8_t *z, int32_t n, int32_t exp, int32_t labe
 
 /* ------------------------------------------------------------------ update -- */
 
-/* NITI update: w[j] = sat8(w[j] - pseudo(g[j], shift)), j < n; returns how
- * many weights saturated. */
-int32_t pt_update_s8(int8_t *w, const int32_t *g, int32_t n, int32_t shift);
+/* NITI update: w[j] = sat8(w[j] - pseudo(g[j], shift)), c0 <= j < c1 <= n
+ * (a range of items); returns how many weights saturated. */
+int32_t pt_update_s8(int8_t *w, const int32_t *g, int32_t n, int32_t shift, int32_t c0, int32_t c1);
 
 /* ---------------------------------------------------- edge-popup (PRIOT) -- */
 /*
@@ -256,14 +273,30 @@ typedef struct {
     void *data;             /* int8_t[] or int16_t[]; NULL: no scores (nothing masked) */
     const uint8_t *subset;  /* NULL: dense scores; else the bitmap of scored edges */
     int32_t s16;            /* nonzero: data is int16_t[] */
+    uint32_t edge0;         /* the subset bit of edge 0: a channel range's view of a layer
+                               starts mid-bitmap (0 for a whole layer) */
 } pt_scores_t;
 
 PT_INLINE int32_t pt_score_get(const pt_scores_t *sc, uint32_t si) {
     return sc->s16 ? (int32_t)((const int16_t *)sc->data)[si] : (int32_t)((const int8_t *)sc->data)[si];
 }
 
-PT_INLINE int pt_edge_scored(const uint8_t *subset, uint32_t j) {
-    return subset == NULL || ((subset[j >> 3] >> (j & 7)) & 1);
+/* Bit b of a bitmap; every bit of a NULL bitmap is set. */
+PT_INLINE int pt_bit(const uint8_t *bits, uint32_t b) {
+    return bits == NULL || ((bits[b >> 3] >> (b & 7u)) & 1u);
+}
+
+/* Whether edge j of *sc has a score: bit edge0 + j of the subset. */
+PT_INLINE int pt_edge_scored(const pt_scores_t *sc, uint32_t j) {
+    return pt_bit(sc->subset, sc->edge0 + j);
+}
+
+/* *v = the scores of the edges from j0 on of *sc, numbered from 0; returns v. */
+pt_scores_t *pt_scores_view(pt_scores_t *v, const pt_scores_t *sc, uint32_t j0);
+
+/* The same for a mask: NULL when nothing is masked (sc NULL or without data). */
+PT_INLINE const pt_scores_t *pt_mask_view(pt_scores_t *v, const pt_scores_t *sc, uint32_t j0) {
+    return (sc != NULL && sc->data != NULL) ? pt_scores_view(v, sc, j0) : NULL;
 }
 
 /* Set bits of a 32-bit word (SWAR; the last step a multiply: single-cycle on the M0+). */
@@ -293,6 +326,19 @@ const int8_t *pt_find_below_s8(const int8_t *p, const int8_t *end, uint32_t belo
 /* Number of set bits of bits[j0 .. j0 + n) (score.c). */
 uint32_t pt_popcount_range(const uint8_t *bits, uint32_t j0, uint32_t n);
 
+/* Number of scored edges among the edges [j, j + n) of *sc; many of them from a
+ * byte boundary (a whole layer's count) a word at a time. */
+PT_INLINE uint32_t pt_scores_in(const pt_scores_t *sc, uint32_t j, uint32_t n) {
+    if (sc->subset == NULL) {
+        return n;
+    }
+    j += sc->edge0;
+    if (n >= 64u && (j & 7u) == 0) {
+        return (uint32_t)pt_popcount_bits(sc->subset + (j >> 3), (int32_t)n);
+    }
+    return pt_popcount_range(sc->subset, j, n);
+}
+
 /* The score step with g = 0 on scores[si .. si + n): clamps the scores
  * outside [-smax, smax]; returns how many (score.c). */
 int32_t pt_scores_clamp(const pt_scores_t *sc, uint32_t si, uint32_t n, int32_t smax);
@@ -307,15 +353,15 @@ uint32_t pt_mask_range_s8(const int8_t *w, const pt_scores_t *sc, int32_t thr, u
                           int8_t *out, int32_t n);
 
 /* pt_fc_s8_s32 / pt_fc_t_s8_s32 / pt_conv2d_s8_s32_chw / pt_conv2d_t_s8_s32_chw
- * with the pruned edges' weights taken as 0. */
+ * with the pruned edges' weights taken as 0 (the same channel ranges). */
 void pt_fc_mask_s8_s32(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
-                       int32_t *out, int32_t n_in, int32_t n_out);
+                       int32_t *out, int32_t n_in, int32_t n_out, int32_t c0, int32_t c1);
 void pt_fc_t_mask_s8_s32(const int8_t *e, const int8_t *w, const pt_scores_t *sc, int32_t thr,
                          int32_t *out, int32_t n_in, int32_t n_out);
 void pt_conv2d_mask_s8_s32_chw(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
-                               int32_t *out, const pt_conv2d_dims_t *d);
+                               int32_t *out, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1);
 void pt_conv2d_t_mask_s8_s32_chw(const int8_t *e, const int8_t *w, const pt_scores_t *sc, int32_t thr,
-                                 int32_t *out, const pt_conv2d_dims_t *d);
+                                 int32_t *out, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1);
 
 /* The forward pass of the output channels [c0, c1) only, masked when sc is
  * not NULL (sc->data non-NULL), into out[0 : (c1 - c0) * oh * ow]: channel
@@ -387,12 +433,13 @@ PT_INLINE int32_t pt_score_apply(const pt_scores_t *sc, uint32_t si, int32_t g, 
     return sat;
 }
 
-/* Fused PRIOT score steps (no gradient buffer). Each returns the saturation
- * count. smax must fit the score type (<= 127 for int8, <= 32767 for int16). */
+/* Fused PRIOT score steps (no gradient buffer), on the weight rows of output
+ * channels [c0, c1). Each returns the saturation count. smax must fit the
+ * score type (<= 127 for int8, <= 32767 for int16). */
 int32_t pt_fc_score_s8(const int8_t *e, const int8_t *x, const int8_t *w, const pt_scores_t *sc,
-                       int32_t shift, int32_t smax, int32_t n_in, int32_t n_out);
+                       int32_t shift, int32_t smax, int32_t n_in, int32_t n_out, int32_t c0, int32_t c1);
 int32_t pt_conv2d_score_s8_chw(const int8_t *e, const int8_t *x, const int8_t *w, const pt_scores_t *sc,
-                               int32_t shift, int32_t smax, const pt_conv2d_dims_t *d);
+                               int32_t shift, int32_t smax, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1);
 /* Score step from an int32 weight gradient buffer g[0:n] (mini-batch path). */
 int32_t pt_score_update_s8(const pt_scores_t *sc, const int32_t *g, const int8_t *w, int32_t shift,
                            int32_t smax, int32_t n);

@@ -353,7 +353,7 @@ static PT_NOINLINE int32_t fc_score_subset(const int8_t *e, const int8_t *x, con
     const int rows = !sc->s16 && shift >= 1 && shift <= 31 && n_in <= SUBSET_ROW_MAX;
     for (o = 0; o < n_out; o++) {
         const int32_t eo = e[o];
-        const uint32_t row_si = pt_popcount_range(sc->subset, j, (uint32_t)n_in);
+        const uint32_t row_si = pt_scores_in(sc, j, (uint32_t)n_in);
         const int8_t *wr = w + (size_t)o * (size_t)n_in;
         if (eo == 0) {
             sat += pt_scores_clamp(sc, si, row_si, smax);
@@ -367,11 +367,11 @@ static PT_NOINLINE int32_t fc_score_subset(const int8_t *e, const int8_t *x, con
                 }
                 listed = 1;
             }
-            sat += score_row_subset_s8(xnz, x, wr, sc->subset, j, (int8_t *)sc->data + si, eo, n_in, shift, smax);
+            sat += score_row_subset_s8(xnz, x, wr, sc->subset, sc->edge0 + j, (int8_t *)sc->data + si, eo, n_in, shift, smax);
         } else {
             uint32_t k = si;
             for (i = 0; i < n_in; i++) {
-                if (pt_edge_scored(sc->subset, j + (uint32_t)i)) {
+                if (pt_edge_scored(sc, j + (uint32_t)i)) {
                     sat += pt_score_apply(sc, k++, eo * x[i], wr[i], shift, smax);
                 }
             }
@@ -382,8 +382,8 @@ static PT_NOINLINE int32_t fc_score_subset(const int8_t *e, const int8_t *x, con
     return sat;
 }
 
-int32_t pt_fc_score_s8(const int8_t *e, const int8_t *x, const int8_t *w, const pt_scores_t *sc,
-                       int32_t shift, int32_t smax, int32_t n_in, int32_t n_out) {
+static int32_t fc_score_rows(const int8_t *e, const int8_t *x, const int8_t *w, const pt_scores_t *sc,
+                             int32_t shift, int32_t smax, int32_t n_in, int32_t n_out) {
     uint32_t si = 0;
     int32_t sat = 0, o, i;
     uint8_t fast[ROWS_FAST / 8];
@@ -419,12 +419,21 @@ int32_t pt_fc_score_s8(const int8_t *e, const int8_t *x, const int8_t *w, const 
     return sat;
 }
 
+/* Rows [c0, c1): the whole step on the rows' errors, weights and scores. */
+int32_t pt_fc_score_s8(const int8_t *e, const int8_t *x, const int8_t *w, const pt_scores_t *sc,
+                       int32_t shift, int32_t smax, int32_t n_in, int32_t n_out, int32_t c0, int32_t c1) {
+    const int32_t j0 = c0 * n_in;
+    pt_scores_t v;
+    (void)n_out;
+    return fc_score_rows(e + c0, x, w + j0, pt_scores_view(&v, sc, (uint32_t)j0), shift, smax, n_in, c1 - c0);
+}
+
 int32_t pt_score_update_s8(const pt_scores_t *sc, const int32_t *g, const int8_t *w, int32_t shift,
                            int32_t smax, int32_t n) {
     uint32_t j, si = 0;
     int32_t sat = 0;
     for (j = 0; j < (uint32_t)n; j++) {
-        if (pt_edge_scored(sc->subset, j)) {
+        if (pt_edge_scored(sc, j)) {
             sat += pt_score_apply(sc, si++, g[j], w[j], shift, smax);
         }
     }

@@ -250,8 +250,12 @@ static int32_t update_runs(int8_t *w, const int32_t *g, int32_t n, uint32_t s) {
     return sat;
 }
 
-int32_t pt_update_s8(int8_t *w, const int32_t *g, int32_t n, int32_t shift) {
+int32_t pt_update_s8(int8_t *w, const int32_t *g, int32_t n, int32_t shift, int32_t c0, int32_t c1) {
     int32_t sat = 0;
+    (void)n;
+    w += c0;   /* items [c0, c1): the same step on each */
+    g += c0;
+    n = c1 - c0;
     if (shift <= 31) {
         return update_runs(w, g, n, shift > 0 ? (uint32_t)shift : 0u);
     }

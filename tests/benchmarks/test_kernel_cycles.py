@@ -84,6 +84,13 @@ def test_assembly_kernels_bit_exact_on_random_calls(image):
     assert not bad, ["%s align %d: %s" % (name, align, problems) for name, _, align, problems in bad[:10]]
 
 
+def test_assembly_kernels_bit_exact_on_channel_ranges(image):
+    """Two cores split calls by channel range: the halves run the same loops on views."""
+    cases = fuzz.ranged(fuzz.calls(seed=9, n_conv=16, n_fc=8, n_elem=6), seed=9)
+    bad = fuzz.check(image, cases, aligns=(4, 1))
+    assert not bad, ["%s align %d: %s" % (name, align, problems) for name, _, align, problems in bad[:10]]
+
+
 def test_random_calls_reach_every_assembly_loop(image):
     """The bit-exact test above means something only if its calls run the assembly."""
     funcs = sorted((a & ~1, n) for n, a in image.symbols.items() if n in image.functions)

@@ -4,9 +4,9 @@ from array import array
 from fractions import Fraction
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
-from picotrain import kernels_np as NP, kernels_py as PY
+from picotrain import kernels, kernels_np as NP, kernels_py as PY
 
 I32_MIN, I32_MAX = -0x7FFFFFFF, 0x7FFFFFFF
 i8 = st.integers(-127, 127)
@@ -633,3 +633,104 @@ def test_extreme_shifts_and_exponents_agree():
     for d in (-127, -64, 31, 32, 40, 100):
         both("bias_add_s32", a32([1, -1, 0, 7]), a32([3, -2]), 2, 2, d, outs=(0,))
     both("acc_add_s32", a32([I32_MAX, I32_MIN]), a32([1, -1]), 2, 90, 70, outs=(0,))
+
+
+# ------------------------------------------------------------ channel ranges --
+# kernels.RANGED: an optional c0, c1 last restricts a call to channels [c0, c1);
+# the result there is the whole call's, nothing else is written, and two calls
+# on [0, c) and [c, count) are the whole call (cores.py splits this way).
+
+def ranged_call(data, name):
+    """(args, position of the buffer the kernel writes, span(c0, c1) -> the
+    items [lo, hi) of that buffer that channels [c0, c1) own)."""
+    def i8s(n):
+        return a8(data.draw(st.lists(i8_full, min_size=n, max_size=n)))
+
+    def i32s(n):
+        return a32(data.draw(st.lists(i32, min_size=n, max_size=n)))
+
+    if name == "update_s8":
+        n = data.draw(st.integers(0, 30))
+        return [i8s(n), i32s(n), n, data.draw(st.integers(-3, 31))], 0, lambda c0, c1: (c0, c1)
+    if name in ("fc_s8_s32", "fc_mask_s8_s32", "fc_score_s8", "outer_s8_s32"):
+        n_in, n_out = data.draw(st.integers(0, 9)), data.draw(st.integers(0, 6))
+        x, w, e = i8s(n_in), i8s(n_in * n_out), i8s(n_out)
+        if name == "fc_s8_s32":
+            return [x, w, i32s(n_out), n_in, n_out], 2, lambda c0, c1: (c0, c1)
+        if name == "outer_s8_s32":
+            return [e, x, i32s(n_in * n_out), n_out, n_in], 2, lambda c0, c1: (c0 * n_in, c1 * n_in)
+        scores, subset, thr, lim = mask_case(data, n_in * n_out)
+        if name == "fc_mask_s8_s32":
+            return [x, w, scores, subset, thr, i32s(n_out), n_in, n_out], 5, lambda c0, c1: (c0, c1)
+        return ([e, x, w, scores, subset, data.draw(st.integers(0, 24)), lim, n_in, n_out], 3,
+                lambda c0, c1: (PY._nscored(subset, 0, c0 * n_in), PY._nscored(subset, 0, c1 * n_in)))
+    g = data.draw(conv_geom)
+    c_in, h, wd, c_out, k, stride, pad = g
+    assume(pad < k and h + 2 * pad >= k and wd + 2 * pad >= k)
+    oh, ow, nco = (h + 2 * pad - k) // stride + 1, (wd + 2 * pad - k) // stride + 1, c_in * k * k
+    x, w, e = i8s(c_in * h * wd), i8s(c_out * nco), i8s(c_out * oh * ow)
+    fwd = lambda c0, c1: (c0 * oh * ow, c1 * oh * ow)  # noqa: E731
+    if name == "conv2d_s8_s32_chw":
+        return [x, w, i32s(c_out * oh * ow), *g], 2, fwd
+    if name == "conv2d_t_s8_s32_chw":
+        return [e, w, i32s(c_in * h * wd), *g], 2, lambda c0, c1: (c0 * h * wd, c1 * h * wd)
+    if name == "conv2d_grad_s8_s32_chw":
+        return [e, x, i32s(c_out * nco), *g], 2, lambda c0, c1: (c0 * nco, c1 * nco)
+    scores, subset, thr, lim = mask_case(data, c_out * nco)
+    if name == "conv2d_mask_s8_s32_chw":
+        return [x, w, scores, subset, thr, i32s(c_out * oh * ow), *g], 5, fwd
+    if name == "conv2d_t_mask_s8_s32_chw":
+        return [e, w, scores, subset, thr, i32s(c_in * h * wd), *g], 5, lambda c0, c1: (c0 * h * wd, c1 * h * wd)
+    return ([e, x, w, scores, subset, data.draw(st.integers(0, 24)), lim, *g], 3,
+            lambda c0, c1: (PY._nscored(subset, 0, c0 * nco), PY._nscored(subset, 0, c1 * nco)))
+
+
+def fresh(args):
+    return [type(a)(a.typecode, a) if isinstance(a, array) else
+            (bytearray(a) if isinstance(a, bytearray) else a) for a in args]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(kernels.RANGED)), st.data())
+def test_channel_range_is_the_whole_call_restricted(name, data):
+    args, pos, span = ranged_call(data, name)
+    count = args[kernels.RANGED[name][1]]
+    c0 = data.draw(st.integers(0, count))
+    c1 = data.draw(st.integers(c0, count))
+    got = []
+    for mod in (PY, NP):
+        f = getattr(mod, name)
+        whole = fresh(args)
+        r = f(*whole)
+        part = fresh(args)
+        rp = f(*part, c0, c1)
+        lo, hi = span(c0, c1)
+        want = list(args[pos])
+        want[lo:hi] = list(whole[pos])[lo:hi]
+        assert list(part[pos]) == want, mod.__name__
+        assert [bytes(v) for v in part if isinstance(v, (array, bytearray))] == \
+            [bytes(v) if k != pos else bytes(part[pos]) for k, v in enumerate(args)
+             if isinstance(v, (array, bytearray))], "only the output is written"
+        halves = fresh(args)
+        r0 = f(*halves, 0, c0)
+        r1 = f(*halves, c0, None)
+        assert bytes(halves[pos]) == bytes(whole[pos])
+        if r is not None:
+            assert r0 + r1 == r
+        got.append((rp, bytes(part[pos])))
+    assert got[0] == got[1]
+
+
+@pytest.mark.parametrize("mod", [PY, NP])
+def test_bad_channel_ranges_are_refused(mod):
+    x, w, out = a8([1, 2]), a8([1] * 6), a32([9] * 3)
+    for c0, c1, words in ((-1, None, "fc_s8_s32: c0 must be in [0, 3], got -1"),
+                          (4, None, "fc_s8_s32: c0 must be in [0, 3], got 4"),
+                          (2, 1, "fc_s8_s32: c1 must be in [2, 3], got 1"),
+                          (0, 4, "fc_s8_s32: c1 must be in [0, 3], got 4")):
+        with pytest.raises(ValueError) as exc:
+            mod.fc_s8_s32(x, w, out, 2, 3, c0, c1)
+        assert str(exc.value) == words
+        assert list(out) == [9, 9, 9]
+    with pytest.raises(ValueError, match=r"conv2d_t_s8_s32_chw: c1 must be in \[0, 1\], got 2"):
+        mod.conv2d_t_s8_s32_chw(a8([0] * 4), a8([0] * 2), a32([0] * 4), 1, 2, 2, 2, 1, 1, 0, 0, 2)

@@ -21,7 +21,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from picotrain import kernels_np as NP, kernels_py as PY
+from picotrain import kernels, kernels_np as NP, kernels_py as PY
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "device"))
+from test_kernels import ranged_call  # noqa: E402  (the cases of the range tests)
 
 ROOT = Path(__file__).resolve().parents[2]
 KERNELS = ROOT / "natmod" / "kernels"
@@ -98,7 +101,8 @@ def test_out_of_bounds_read_is_caught(sanitized):
     # fc told 3 x 4 weights while the buffer holds 11.
     p = run_sanitized(env, HARNESS + """
 with Heap() as m:
-    lib.pt_fc_s8_s32(m.buf(array('b', [1] * 3)), m.buf(array('b', [1] * 11)), m.buf(array('i', [0] * 4)), 3, 4)
+    lib.pt_fc_s8_s32(m.buf(array('b', [1] * 3)), m.buf(array('b', [1] * 11)), m.buf(array('i', [0] * 4)), 3, 4,
+                     0, 4)
 print('not caught')
 """)
     assert p.returncode != 0 and "not caught" not in p.stdout
@@ -114,7 +118,7 @@ d = Dims()
 assert lib.pt_conv2d_dims(ctypes.byref(d), 1, 30000, 30000, 4, 1, 1, 0) == 0
 with Heap() as m:
     lib.pt_conv2d_s8_s32_chw(m.buf(array('b', [1])), m.buf(array('b', [1] * 4)), m.buf(array('i', [0])),
-                             ctypes.byref(d))
+                             ctypes.byref(d), 0, 4)
 print('not caught')
 """)
     assert p.returncode != 0 and "not caught" not in p.stdout
@@ -131,7 +135,7 @@ class Dims(ctypes.Structure):
 
 
 class Scores(ctypes.Structure):
-    _fields_ = [("data", vp), ("subset", vp), ("s16", i32)]
+    _fields_ = [("data", vp), ("subset", vp), ("s16", i32), ("edge0", u32)]
 
 
 P = ctypes.POINTER
@@ -143,30 +147,30 @@ SIGS = {  # name: (restype, argtypes); vp = a buffer
     "pt_requant_s32_s8": (i32, [vp, vp, i32, i32]),
     "pt_bias_add_s32": (None, [vp, vp, i32, i32, i32]),
     "pt_acc_add_s32": (None, [vp, vp, i32, i32, i32]),
-    "pt_fc_s8_s32": (None, [vp, vp, vp, i32, i32]),
+    "pt_fc_s8_s32": (None, [vp, vp, vp, i32, i32, i32, i32]),
     "pt_fc_t_s8_s32": (None, [vp, vp, vp, i32, i32]),
-    "pt_outer_s8_s32": (None, [vp, vp, vp, i32, i32]),
+    "pt_outer_s8_s32": (None, [vp, vp, vp, i32, i32, i32, i32]),
     "pt_conv2d_dims": (ctypes.c_int, [P(Dims)] + [i32] * 7),
-    "pt_conv2d_s8_s32_chw": (None, [vp, vp, vp, P(Dims)]),
-    "pt_conv2d_t_s8_s32_chw": (None, [vp, vp, vp, P(Dims)]),
-    "pt_conv2d_grad_s8_s32_chw": (None, [vp, vp, vp, P(Dims)]),
+    "pt_conv2d_s8_s32_chw": (None, [vp, vp, vp, P(Dims), i32, i32]),
+    "pt_conv2d_t_s8_s32_chw": (None, [vp, vp, vp, P(Dims), i32, i32]),
+    "pt_conv2d_grad_s8_s32_chw": (None, [vp, vp, vp, P(Dims), i32, i32]),
     "pt_relu_s8": (None, [vp, i32]),
     "pt_relu_bwd_s8": (None, [vp, vp, i32]),
     "pt_maxpool2d_s8_chw": (None, [vp, vp, vp, i32, i32, i32, i32]),
     "pt_maxpool2d_bwd_s8_chw": (None, [vp, vp, vp, i32, i32, i32, i32]),
     "pt_argmax_s8": (i32, [vp, i32]),
     "pt_softmax_xent_s8": (i32, [vp, i32, i32, i32, vp, vp]),
-    "pt_update_s8": (i32, [vp, vp, i32, i32]),
+    "pt_update_s8": (i32, [vp, vp, i32, i32, i32, i32]),
     "pt_rescale_s32_s8": (i32, [vp, vp, i32, u32, i32]),
     "pt_topk_abs_s32": (u32, [vp, i32, i32, vp]),
     "pt_mask_s8": (None, [vp, P(Scores), i32, vp, i32]),
-    "pt_fc_mask_s8_s32": (None, [vp, vp, P(Scores), i32, vp, i32, i32]),
+    "pt_fc_mask_s8_s32": (None, [vp, vp, P(Scores), i32, vp, i32, i32, i32, i32]),
     "pt_fc_t_mask_s8_s32": (None, [vp, vp, P(Scores), i32, vp, i32, i32]),
-    "pt_conv2d_mask_s8_s32_chw": (None, [vp, vp, P(Scores), i32, vp, P(Dims)]),
-    "pt_conv2d_t_mask_s8_s32_chw": (None, [vp, vp, P(Scores), i32, vp, P(Dims)]),
+    "pt_conv2d_mask_s8_s32_chw": (None, [vp, vp, P(Scores), i32, vp, P(Dims), i32, i32]),
+    "pt_conv2d_t_mask_s8_s32_chw": (None, [vp, vp, P(Scores), i32, vp, P(Dims), i32, i32]),
     "pt_score_step": (i32, [P(Scores), u32, i32, i32, i32, i32]),
-    "pt_fc_score_s8": (i32, [vp, vp, vp, P(Scores), i32, i32, i32, i32]),
-    "pt_conv2d_score_s8_chw": (i32, [vp, vp, vp, P(Scores), i32, i32, P(Dims)]),
+    "pt_fc_score_s8": (i32, [vp, vp, vp, P(Scores), i32, i32, i32, i32, i32, i32]),
+    "pt_conv2d_score_s8_chw": (i32, [vp, vp, vp, P(Scores), i32, i32, P(Dims), i32, i32]),
     "pt_score_update_s8": (i32, [P(Scores), vp, vp, i32, i32, i32]),
     "pt_conv2d_mask_s8_s8_chw": (i32, [vp, vp, P(Scores), i32, vp, vp, i32, P(Dims), i32, vp, i32, i32, i32]),
 }
@@ -219,6 +223,16 @@ class Heap:
         return False
 
 
+def conv_range(g):
+    """(geometry, c0, c1) of a conv kernel's trailing arguments, in kernels_py's order."""
+    return g[:7], g[7] if len(g) > 7 else 0, g[8] if len(g) > 8 else None
+
+
+def upto(c1, count):
+    """The end of a channel range (None: the channel count), as the binding fills it in."""
+    return count if c1 is None else c1
+
+
 def dims(c_in, h, wd, c_out, k, stride, pad):
     d = Dims()
     assert lib.pt_conv2d_dims(ctypes.byref(d), c_in, h, wd, c_out, k, stride, pad) == 0
@@ -249,9 +263,9 @@ class C:
             lib.pt_acc_add_s32(m.buf(acc), m.buf(g), n, sa, sg)
 
     @staticmethod
-    def fc_s8_s32(x, w, out, n_in, n_out):
+    def fc_s8_s32(x, w, out, n_in, n_out, c0=0, c1=None):
         with Heap() as m:
-            lib.pt_fc_s8_s32(m.buf(x), m.buf(w), m.buf(out), n_in, n_out)
+            lib.pt_fc_s8_s32(m.buf(x), m.buf(w), m.buf(out), n_in, n_out, c0, upto(c1, n_out))
 
     @staticmethod
     def fc_t_s8_s32(e, w, out, n_in, n_out):
@@ -259,24 +273,27 @@ class C:
             lib.pt_fc_t_s8_s32(m.buf(e), m.buf(w), m.buf(out), n_in, n_out)
 
     @staticmethod
-    def outer_s8_s32(e, x, out, n_out, n_in):
+    def outer_s8_s32(e, x, out, n_out, n_in, c0=0, c1=None):
         with Heap() as m:
-            lib.pt_outer_s8_s32(m.buf(e), m.buf(x), m.buf(out), n_out, n_in)
+            lib.pt_outer_s8_s32(m.buf(e), m.buf(x), m.buf(out), n_out, n_in, c0, upto(c1, n_out))
 
     @staticmethod
     def conv2d_s8_s32_chw(x, w, out, *g):
+        g, c0, c1 = conv_range(g)
         with Heap() as m:
-            lib.pt_conv2d_s8_s32_chw(m.buf(x), m.buf(w), m.buf(out), dims(*g))
+            lib.pt_conv2d_s8_s32_chw(m.buf(x), m.buf(w), m.buf(out), dims(*g), c0, upto(c1, g[3]))
 
     @staticmethod
     def conv2d_t_s8_s32_chw(e, w, out, *g):
+        g, c0, c1 = conv_range(g)
         with Heap() as m:
-            lib.pt_conv2d_t_s8_s32_chw(m.buf(e), m.buf(w), m.buf(out), dims(*g))
+            lib.pt_conv2d_t_s8_s32_chw(m.buf(e), m.buf(w), m.buf(out), dims(*g), c0, upto(c1, g[0]))
 
     @staticmethod
     def conv2d_grad_s8_s32_chw(e, x, out, *g):
+        g, c0, c1 = conv_range(g)
         with Heap() as m:
-            lib.pt_conv2d_grad_s8_s32_chw(m.buf(e), m.buf(x), m.buf(out), dims(*g))
+            lib.pt_conv2d_grad_s8_s32_chw(m.buf(e), m.buf(x), m.buf(out), dims(*g), c0, upto(c1, g[3]))
 
     @staticmethod
     def relu_s8(x, n):
@@ -309,9 +326,9 @@ class C:
             return lib.pt_softmax_xent_s8(m.buf(z), n, exp, label, m.buf(err), m.buf(p))
 
     @staticmethod
-    def update_s8(w, g, n, shift):
+    def update_s8(w, g, n, shift, c0=0, c1=None):
         with Heap() as m:
-            return lib.pt_update_s8(m.buf(w), m.buf(g), n, shift)
+            return lib.pt_update_s8(m.buf(w), m.buf(g), n, shift, c0, upto(c1, n))
 
     @staticmethod
     def rescale_s32_s8(acc, out, n, mul, shift):
@@ -329,9 +346,10 @@ class C:
             lib.pt_mask_s8(m.buf(w), m.scores(scores, subset), thr, m.buf(out), n)
 
     @staticmethod
-    def fc_mask_s8_s32(x, w, scores, subset, thr, out, n_in, n_out):
+    def fc_mask_s8_s32(x, w, scores, subset, thr, out, n_in, n_out, c0=0, c1=None):
         with Heap() as m:
-            lib.pt_fc_mask_s8_s32(m.buf(x), m.buf(w), m.scores(scores, subset), thr, m.buf(out), n_in, n_out)
+            lib.pt_fc_mask_s8_s32(m.buf(x), m.buf(w), m.scores(scores, subset), thr, m.buf(out), n_in, n_out,
+                                  c0, upto(c1, n_out))
 
     @staticmethod
     def fc_t_mask_s8_s32(e, w, scores, subset, thr, out, n_in, n_out):
@@ -340,27 +358,30 @@ class C:
 
     @staticmethod
     def conv2d_mask_s8_s32_chw(x, w, scores, subset, thr, out, *g):
+        g, c0, c1 = conv_range(g)
         with Heap() as m:
             lib.pt_conv2d_mask_s8_s32_chw(m.buf(x), m.buf(w), m.scores(scores, subset), thr, m.buf(out),
-                                          dims(*g))
+                                          dims(*g), c0, upto(c1, g[3]))
 
     @staticmethod
     def conv2d_t_mask_s8_s32_chw(e, w, scores, subset, thr, out, *g):
+        g, c0, c1 = conv_range(g)
         with Heap() as m:
             lib.pt_conv2d_t_mask_s8_s32_chw(m.buf(e), m.buf(w), m.scores(scores, subset), thr, m.buf(out),
-                                            dims(*g))
+                                            dims(*g), c0, upto(c1, g[0]))
 
     @staticmethod
-    def fc_score_s8(e, x, w, scores, subset, shift, smax, n_in, n_out):
+    def fc_score_s8(e, x, w, scores, subset, shift, smax, n_in, n_out, c0=0, c1=None):
         with Heap() as m:
             return lib.pt_fc_score_s8(m.buf(e), m.buf(x), m.buf(w), m.scores(scores, subset), shift, smax,
-                                      n_in, n_out)
+                                      n_in, n_out, c0, upto(c1, n_out))
 
     @staticmethod
     def conv2d_score_s8_chw(e, x, w, scores, subset, shift, smax, *g):
+        g, c0, c1 = conv_range(g)
         with Heap() as m:
             return lib.pt_conv2d_score_s8_chw(m.buf(e), m.buf(x), m.buf(w), m.scores(scores, subset), shift,
-                                              smax, dims(*g))
+                                              smax, dims(*g), c0, upto(c1, g[3]))
 
     @staticmethod
     def conv2d_mask_s8_s8_chw(x, w, scores, subset, thr, out, acc, c_in, h, wd, c_out, k, stride, pad,
@@ -457,6 +478,24 @@ def mask_case(data, n):
 
 class Sanitized:
     """The property tests, collected only in the sanitized child (python_classes=Sanitized)."""
+
+    def test_compact_scores_never_read_past_the_bitmap(self):
+        """A PRIOT-S row starting mid-byte (row 1 of 3-input rows, bits 3..5) in a one-byte
+        bitmap: the compact index of input 1 needs bit 3 only, not the byte after it."""
+        same("fc_score_s8", a8([1, 1]), a8([1, 1, 1]), a8([1] * 6), array("b", [0] * 6), bytearray([0x3F]),
+             1, 127, 3, 2, outs=(3,))
+
+    # ---------------------------------------------------------- channel ranges --
+
+    @settings(max_examples=300)
+    @given(st.sampled_from(sorted(kernels.RANGED)), st.data())
+    def test_channel_ranges(self, name, data):
+        """A random [c0, c1) of every ranged kernel (cases of tests/device/test_kernels.py):
+        C writes exactly what kernels_py and kernels_np write, inside the range only."""
+        args, pos, _ = ranged_call(data, name)
+        count = args[kernels.RANGED[name][1]]
+        c0 = data.draw(st.integers(0, count))
+        same(name, *args, c0, data.draw(st.integers(c0, count) | st.none()), outs=(pos,))
 
     # ---------------------------------------------------------- scalar helpers --
 

@@ -1,12 +1,14 @@
 # Training steps of every method under micropython.heap_lock(): a step must
 # allocate nothing. Prints "<method> <batch> <prediction>" per case, then the
-# backend. ARGV = [script, backend] is set by the test before this text.
+# backend. ARGV = [script, backend, cores] is set by the test before this text
+# (two cores: the worker holds its own heap lock, so its halves are checked too).
 import micropython
 from array import array
 
 import picotrain as pt
 
 pt.use_backend(ARGV[1])  # noqa: F821 (defined by the test)
+pt.use_cores(ARGV[2], min_work=0)  # noqa: F821 (two: every call split, however small)
 x = array('b', [j * 7 for j in range(16)])
 
 

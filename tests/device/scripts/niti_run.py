@@ -1,7 +1,7 @@
 # A fixed-seed training run (NITI, StaticNITI, PRIOT, PRIOTS, PRIOTS-w, TinTin, TinTin-b, FQT,
 # PartialFQT, PartialFQT-b) that prints a digest of the final model.
 # Runs unchanged on CPython (the mirror) and under the MicroPython unix port;
-# tests compare the outputs. argv: method backend steps
+# tests compare the outputs. argv: method backend steps [cores]
 import sys
 from array import array
 
@@ -12,6 +12,7 @@ method = sys.argv[1] if len(sys.argv) > 1 else "NITI"
 backend = sys.argv[2] if len(sys.argv) > 2 else "python"
 steps = int(sys.argv[3]) if len(sys.argv) > 3 else 40
 pt.use_backend(backend)
+pt.use_cores(int(sys.argv[4]) if len(sys.argv) > 4 else 1, min_work=0)  # two: every call split, same bits
 
 r = XorShift32(2024)
 m = pt.Model([pt.Conv2d(1, 4, 3, pad=1), pt.ReLU(), pt.MaxPool2d(2),

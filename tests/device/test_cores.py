@@ -1,0 +1,144 @@
+"""Two cores (device/picotrain/cores.py): the split kernels give one core's bits.
+
+On CPython the worker is a real thread; under the MicroPython unix port too (its
+threads run native code in parallel). Fixed-seed runs of every method with two
+cores equal the one-core mirror bit for bit, the splitter hands the upper half
+to the worker, errors there reach the caller, and a two-core step allocates
+nothing on MicroPython (the worker holding its own heap lock)."""
+import os
+import subprocess
+import sys
+import threading
+from array import array
+
+import pytest
+
+import picotrain as pt
+from picotrain import cores, kernels, kernels_py
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPT = os.path.join(HERE, "scripts", "niti_run.py")
+DEVICE = os.path.join(os.path.dirname(os.path.dirname(HERE)), "device")
+METHODS = ["NITI", "StaticNITI", "PRIOT", "PRIOTS", "PRIOTS-w", "TinTin", "TinTin-b", "FQT", "PartialFQT",
+           "PartialFQT-b"]
+
+
+def cpython(*args):
+    env = dict(os.environ, PYTHONPATH=DEVICE)
+    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
+                          env=env, check=True).stdout
+
+
+@pytest.fixture
+def two_cores():
+    """use_cores(2) splitting every call for one test, one core again after it."""
+    pt.use_cores(2, min_work=0)
+    yield
+    pt.use_cores(1)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_two_cores_train_the_same_bits_on_cpython(method):
+    one = cpython(method, "numpy", "40")
+    assert cpython(method, "numpy", "40", "2") == one
+    assert cpython(method, "python", "40", "2") == one
+    assert "crc" in one
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_two_cores_under_micropython_match_the_mirror(micropython, method):
+    mp = micropython(open(SCRIPT).read().replace("sys.argv", "ARGV").replace(
+        "import sys\n", "import sys\nARGV = ['x', %r, 'python', '40', '2']\n" % method))
+    assert mp == cpython(method, "numpy", "40")
+
+
+def test_two_core_step_allocates_nothing(locked_steps):
+    cases, backend = locked_steps("python", cores=2)
+    assert backend == "python, 2 cores"
+    assert cases == [(m, b) for m in ("NITI", "StaticNITI", "PRIOT", "PRIOTS", "TinTin", "FQT", "PartialFQT")
+                     for b in (1, 2)]
+
+
+def test_use_cores_reports_and_rebinds(two_cores):
+    assert pt.backend().endswith(", 2 cores")
+    assert kernels.conv2d_s8_s32_chw is not kernels_py.conv2d_s8_s32_chw
+    pt.use_backend("python")  # a new backend keeps the two cores
+    assert pt.backend() == "python, 2 cores"
+    pt.use_cores(1)
+    assert pt.backend() == "python"
+    assert kernels.conv2d_s8_s32_chw is kernels_py.conv2d_s8_s32_chw
+    with pytest.raises(ValueError, match=r"use_cores: n must be 1 or 2, got 3"):
+        pt.use_cores(3)
+    with pytest.raises(ValueError, match=r"use_cores: min_work must be an int >= 0, got -1"):
+        pt.use_cores(2, min_work=-1)
+
+
+def _recording(seen, fail_above=None):
+    """A kernel of 5 arguments (the count last) recording (c0, c1, thread) per call."""
+    def kernel(out, a, b, c, count, c0=0, c1=None):
+        seen.append((c0, c1, threading.get_ident()))
+        c1 = count if c1 is None else c1
+        if fail_above is not None and c0 >= fail_above:
+            raise IndexError("half [%d, %d) failed" % (c0, c1))
+        for j in range(c0, c1):
+            out[j] = j
+        return c1 - c0
+    return kernel
+
+
+def test_splitter_hands_the_upper_half_to_the_worker(two_cores):
+    seen = []
+    split = cores._splitter(_recording(seen), 5, 4, (4,), 1)
+    out = array("i", [-1] * 7)
+    assert split(out, 0, 0, 0, 7) == 7  # the halves' counts are summed
+    assert list(out) == list(range(7))
+    assert sorted(s[:2] for s in seen) == [(0, 3), (3, 7)]
+    mine = {s[2] for s in seen if s[0] == 0}
+    assert mine == {threading.get_ident()} and {s[2] for s in seen if s[0] == 3} != mine
+    seen.clear()
+    assert split(out, 0, 0, 0, 7, 2, 5) == 3  # the caller's own range: one call, here
+    assert seen == [(2, 5, threading.get_ident())]
+
+
+def test_an_error_in_the_worker_reaches_the_caller(two_cores):
+    seen = []
+    split = cores._splitter(_recording(seen, fail_above=1), 5, 4, (4,), 1)
+    out = array("i", [0] * 4)
+    with pytest.raises(IndexError, match=r"half \[2, 4\) failed"):
+        split(out, 0, 0, 0, 4)
+    # nothing left over: the next call that succeeds returns normally
+    assert cores._splitter(_recording(seen), 5, 4, (4,), 1)(out, 0, 0, 0, 4) == 4
+
+
+def test_small_calls_stay_on_one_core(two_cores):
+    """Work below min_work (here 7 channels x 3 = 21 < 22) is not worth a hand-off."""
+    seen = []
+    split = cores._splitter(_recording(seen), 5, 4, (4, 1), 1)
+    pt.use_cores(2, min_work=22)
+    assert split(array("i", [0] * 7), 3, 0, 0, 7) == 7
+    assert seen == [(0, None, threading.get_ident())]
+    pt.use_cores(2, min_work=21)
+    seen.clear()
+    assert split(array("i", [0] * 7), 3, 0, 0, 7) == 7
+    assert sorted(s[:2] for s in seen) == [(0, 3), (3, 7)]
+
+
+def test_an_error_in_the_worker_reaches_the_caller_under_micropython(micropython):
+    """The worker holds its heap lock; its exception still reaches the caller, and the next call works."""
+    out = micropython("""
+from array import array
+import picotrain as pt
+from picotrain import kernels as K
+pt.use_backend("python")
+pt.use_cores(2, min_work=0)
+x, w = array('b', [1, 2]), array('b', [1] * 8)
+try:
+    K.fc_s8_s32(x, w, array('i', [0] * 3), 2, 4)  # the worker's half [2, 4) writes out[3]: too short
+    print("no error")
+except Exception as e:
+    print("raised", type(e).__name__)
+out = array('i', [0] * 4)
+K.fc_s8_s32(x, w, out, 2, 4)
+print(list(out))
+""")
+    assert out.split("\n")[:2] == ["raised IndexError", "[3, 3, 3, 3]"]
