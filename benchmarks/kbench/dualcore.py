@@ -1,6 +1,7 @@
 """Two cores: a step's kernels split as picotrain.use_cores(2) splits them (an estimate).
 
-device/picotrain/cores.py cuts every call of a ranged kernel (picotrain.kernels.RANGED) with
+device/picotrain/cores.py cuts every call of a ranged kernel (picotrain.kernels.RANGED and
+RANGED_SCRATCH, the fused static convolutions, whose worker half has a scratch of its own) with
 at least two channels and an estimated work of cores.MIN_WORK multiply-accumulates or more
 in two: the caller runs channels [0, count // 2) and the worker thread,
 on the RP2040's second core, [count // 2, count), both through the kernel's range arguments
@@ -26,7 +27,7 @@ from array import array
 
 from . import emu, record  # noqa: F401  (record puts device/ on sys.path)
 from picotrain import cores
-from picotrain.kernels import RANGED
+from picotrain.kernels import RANGED, RANGED_SCRATCH
 
 
 def work(args, sizes, scale):
@@ -40,15 +41,22 @@ def work(args, sizes, scale):
 def halves(name, args):
     """[args of the caller's half, args of the worker's half] as cores.py makes them, or None
     when the call is not split (not a ranged kernel, fewer than two channels, or less work
-    than cores.MIN_WORK, use_cores' default)."""
-    if name not in RANGED:
+    than cores.MIN_WORK, use_cores' default). A fused convolution's worker half gets an
+    int32 scratch of its own, as large as the caller's (Model.plan's "acc2")."""
+    if name in RANGED:
+        (n, ci, sizes, scale), scratch = RANGED[name], None
+    elif name in RANGED_SCRATCH:
+        n, ci, sizes, scale, scratch = RANGED_SCRATCH[name]
+    else:
         return None
-    n, ci, sizes, scale = RANGED[name]
     count = args[ci]
     if count < 2 or work(args, sizes, scale) < cores.MIN_WORK:
         return None
     mid = count >> 1
-    return [list(args[:n]) + [0, mid], list(args[:n]) + [mid, count]]
+    b = list(args[:n]) + [mid, count]
+    if scratch is not None:
+        b[scratch] = array("i", bytes(4 * len(args[scratch])))
+    return [list(args[:n]) + [0, mid], b]
 
 
 def _after(res, args):
@@ -106,7 +114,8 @@ def report(results, ms):
          "MicroPython runs on the RP2040's second core, and splits every call of the big kernels "
          "(`kernels.RANGED`: conv forward, masked forward, error to the input, weight gradient and "
          "score step; linear forward, masked forward, score step and outer product; the NITI "
-         "update) with at least two channels and an estimated work of at least %s multiply-accumulates "
+         "update; and `kernels.RANGED_SCRATCH`: the static methods' convolutions fused with the "
+         "requantization, the worker's half in an int32 scratch of its own) with at least two channels and an estimated work of at least %s multiply-accumulates "
          "(`cores.MIN_WORK`, `use_cores`' default): the caller computes channels [0, c/2), the worker "
          "[c/2, c), through the kernels' range arguments `c0, c1`. rp2040py emulates one core, so "
          "both halves of every split call ran here on the emulated core, one after the other, "

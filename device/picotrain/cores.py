@@ -4,10 +4,14 @@
     picotrain.use_cores(1)   # one core again (the worker stays, parked on a lock)
 
 MicroPython runs a `_thread` on the RP2040's second core. use_cores(2)
-starts one worker thread and rebinds every kernel of kernels.RANGED to a
-splitter: a call with enough work hands the upper half of its channels to
-the worker through preallocated state and two locks, computes the lower
-half itself and waits. Each output item is computed by the same arithmetic
+starts one worker thread and rebinds every kernel of kernels.RANGED (and
+RANGED_SCRATCH) to a splitter: a call with enough work hands the upper half
+of its channels to the worker through preallocated state and two locks,
+computes the lower half itself and waits. The fused static convolutions
+also need an int32 scratch of the worker's own: a model built for a static
+method with two cores on allocates it (Model.plan's "acc2"; call
+use_cores(2) before building the trainer, or those convolutions stay on one
+core). Each output item is computed by the same arithmetic
 as in the whole call and saturation counts are summed, so the bits are
 those of one core.
 
@@ -19,6 +23,8 @@ than eleven hand-written twins). The worker holds its own heap lock
 (MicroPython's is per thread), so an allocation there raises instead of
 passing silently; an error in the worker is raised again in the caller.
 """
+from array import array
+
 from . import kernels as K
 
 try:
@@ -30,7 +36,7 @@ try:
 except ImportError:  # CPython
     heap_lock = None
 
-SLOTS = 14  # the most arguments of a ranged kernel
+SLOTS = 17  # the most arguments of a ranged kernel
 # Below this many multiply-accumulates (estimated, kernels.RANGED) a call stays
 # on one core: handing half of it over costs tens of thousands of M0+ cycles
 # of interpreter work (benchmarks/RESULTS.md, "Two cores"), about what half of
@@ -49,7 +55,7 @@ def half(args, c0, c1, f=f):
 
 def split({a}, c0=0, c1=None, f=f, job=job, half=half, args=args, start=start, wait=wait):
     count = {count}
-    if c0 or c1 is not None or count < 2 or {work} < job.min_work:
+    if c0 or c1 is not None or count < 2 or {work} < job.min_work{no_scratch}:
         return f({a}, c0, c1)
 {stores}
     mid = count >> 1
@@ -80,6 +86,7 @@ class _Job:
         self.result = None          # the worker's return value
         self.error = None           # the exception the worker's half raised
         self.min_work = MIN_WORK    # use_cores' min_work
+        self.scratch = array("i")   # the worker's int32 scratch (lend_scratch)
         self.go = _thread.allocate_lock()    # released: the worker starts
         self.done = _thread.allocate_lock()  # released: the worker finished
         self.go.acquire()
@@ -101,25 +108,37 @@ def _worker(job):
         job.done.release()
 
 
-def _splitter(f, n, ci, sizes, scale):
+def _splitter(f, n, ci, sizes, scale, scratch=None):
     """The split form of kernel f (kernels.RANGED: n arguments of its own, the
-    channel count at position ci, the work from sizes and scale). A call that
-    gives its own c0, c1 runs as it is; a call with fewer than two channels or
-    less work than use_cores' min_work stays on this core."""
+    channel count at position ci, the work from sizes and scale; scratch: the
+    position of an int32 scratch the worker must not share, kernels.RANGED_SCRATCH).
+    A call that gives its own c0, c1 runs as it is; a call with fewer than two
+    channels, less work than use_cores' min_work, or a scratch larger than the
+    worker's stays on this core."""
     params = ", ".join("a%d" % i for i in range(n))
     work = " * ".join(["%d" % scale] + ["a%d" % p for p in sizes])
-    stores = "\n".join("    args[%d] = a%d" % (i, i) for i in range(n))
+    stores = "\n".join("    args[%d] = %s" % (i, "job.scratch" if i == scratch else "a%d" % i) for i in range(n))
     items = ", ".join("args[%d]" % i for i in range(n))
+    no_scratch = "" if scratch is None else " or len(job.scratch) < len(a%d)" % scratch
     space = {"f": f, "job": _job, "args": _job.args, "start": _job.go.release, "wait": _job.done.acquire}
-    exec(_TEMPLATE.format(a=params, count="a%d" % ci, work=work, stores=stores, items=items), space)
+    exec(_TEMPLATE.format(a=params, count="a%d" % ci, work=work, stores=stores, items=items,
+                          no_scratch=no_scratch), space)
     return space["split"]
 
 
 def split_kernels(g):
     """Rebind the ranged kernels of the namespace g (kernels.py's) to splitters."""
     for name in K.RANGED:
-        n, ci, sizes, scale = K.RANGED[name]
-        g[name] = _splitter(g[name], n, ci, sizes, scale)
+        g[name] = _splitter(g[name], *K.RANGED[name])
+    for name in K.RANGED_SCRATCH:
+        g[name] = _splitter(g[name], *K.RANGED_SCRATCH[name])
+
+
+def lend_scratch(buf):
+    """Model.build's int32 scratch for the worker's halves of the fused
+    convolutions (the caller's halves use the model's own)."""
+    if _job is not None:
+        _job.scratch = buf
 
 
 def use_cores(n, min_work=MIN_WORK):

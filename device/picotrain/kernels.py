@@ -42,6 +42,14 @@ RANGED = {
     "conv2d_t_mask_s8_s32_chw": (13, 6, tuple(p + 3 for p in _CONV), 1),
     "conv2d_score_s8_chw": (14, 10, tuple(p + 4 for p in _CONV), 1),
 }
+# The fused conv + requantize (static shifts) take a range too, and an int32
+# scratch that each core needs for itself: name -> RANGED's four fields, then
+# the scratch's position. cores.py gives the worker's half the scratch that
+# Model.build allocates for it (Model.plan's "acc2", with two cores only).
+RANGED_SCRATCH = {
+    "conv2d_s8_s8_chw": (14, 7, tuple(p + 1 for p in _CONV), 1, 3),
+    "conv2d_mask_s8_s8_chw": (17, 10, tuple(p + 4 for p in _CONV), 1, 6),
+}
 
 _active = None
 _fallbacks = ()

@@ -338,6 +338,7 @@ class Model:
         self.in_size = _prod(self.in_shape)
         self._built = 0  # 0 nothing, 1 inference buffers, 2 training buffers
         self._acc_static = False  # the int32 scratch is sized for static shifts only
+        self._acc2 = None  # the second core's int32 scratch (_lend_scratch)
 
     # -------------------------------------------------------------- buffers --
     def plan(self, training, static=False):
@@ -352,6 +353,9 @@ class Model:
             if training and isinstance(layer, MaxPool2d):
                 acts.append(("idx%d" % i, "B", _prod(layer.out_shape)))
         acts.append(("acc", "i", max(acc, self.n_classes)))
+        if static and K._cores > 1:
+            # the second core's own scratch for its halves of the fused convolutions
+            acts.append(("acc2", "i", max(acc, self.n_classes)))
         if training:
             big = max([_prod(l.out_shape) for l in self.layers] + [self.in_size])
             acts.append(("err0", "b", big))
@@ -366,11 +370,13 @@ class Model:
             if not static and self._acc_static:
                 self.ws.acc = array("i", bytes(4 * self._acc_items(self._built == 2, False)))
                 self._acc_static = False
+            self._lend_scratch(static)
             return
         bufs = {}
         try:
             for name, tc, n in self.plan(training, static):
-                bufs[name] = bytearray(n) if tc == "B" else array(tc, bytes(n * (4 if tc == "i" else 1)))
+                if name != "acc2":  # _lend_scratch's
+                    bufs[name] = bytearray(n) if tc == "B" else array(tc, bytes(n * (4 if tc == "i" else 1)))
         except MemoryError:
             bufs = None
             raise MemoryError("picotrain: this model needs %d bytes of %s buffers; not enough free memory"
@@ -400,6 +406,16 @@ class Model:
                 if not self.layers[i].in_place:
                     cur ^= 1
         self._built = want
+        self._lend_scratch(static)
+
+    def _lend_scratch(self, static):
+        """With two cores (picotrain.use_cores), the worker's own int32 scratch
+        for its halves of the fused static convolutions, as large as the
+        model's (Model.plan's "acc2"); allocated once, when first needed."""
+        if static and K._cores > 1 and (self._acc2 is None or len(self._acc2) < len(self.ws.acc)):
+            from .cores import lend_scratch
+            self._acc2 = array("i", bytes(4 * len(self.ws.acc)))
+            lend_scratch(self._acc2)
 
     def nbytes(self, training=False, static=False):
         return sum(n * (4 if tc == "i" else 1) for _, tc, n in self.plan(training, static))

@@ -142,3 +142,23 @@ K.fc_s8_s32(x, w, out, 2, 4)
 print(list(out))
 """)
     assert out.split("\n")[:2] == ["raised IndexError", "[3, 3, 3, 3]"]
+
+
+def test_fused_static_convolutions_split_with_the_workers_own_scratch(two_cores, request):
+    """StaticNITI's forward convolutions are fused with the requantization and
+    write an int32 scratch: the worker's halves get one of their own (the
+    pure-Python kernel shows it; numpy's leaves the scratch alone)."""
+    from tinymodels import cnn
+    pt.use_backend("python")
+    request.addfinalizer(lambda: pt.use_backend("auto"))
+    m, data = cnn(3)
+    pt.calibrate(m, data)
+    pt.StaticNITI(m)
+    assert "acc2" in [name for name, _, _ in m.plan(True, static=True)]
+    assert cores._job.scratch is m._acc2 and len(m._acc2) == len(m.ws.acc)
+    before = bytes(m._acc2)
+    two = bytes(m.forward(data[0][0], dynamic=False).data)
+    assert bytes(m._acc2) != before  # the worker's halves ran in it
+    pt.use_cores(1)
+    assert bytes(m.forward(data[0][0], dynamic=False).data) == two
+    assert "acc2" not in [name for name, _, _ in m.plan(True, static=True)]
