@@ -211,15 +211,25 @@ def make_trainer(model, method):
     return getattr(pt, cls_name)(model, **kw)
 
 
+def _loss(t, x, label):
+    """The loss a step of trainer t would see on (x, label), without training."""
+    m = t.model
+    y = m.forward(x, t.dynamic)
+    return -K.softmax_xent_s8(y.data, y.size, y.exp, label, m.errs[-1].data, m.ws.acc)
+
+
 def record_step(model, method, samples, warmup=None, log=None):
     """(trainer, calls) of one training step of `method` on `model` after training on
     `warmup` samples (default: all but the last of `samples`); the step trains on the
-    next sample. The model is modified (copy it first to keep it)."""
+    next sample with a nonzero loss, the usual case while a model adapts (a sample
+    it already gets right with full confidence sends no error back and skips almost
+    all of the backward pass). The model is modified (copy it first to keep it)."""
     t = make_trainer(model, method)
     warm = samples[:-1] if warmup is None else samples[:warmup]
     for x, label in warm:
         t.step(x, label)
-    x, label = samples[len(warm) % len(samples)]
+    order = samples[len(warm):] + samples[:len(warm)]
+    x, label = next(((x, label) for x, label in order if _loss(t, x, label) > 0), order[0])
     with Recorder(model, t) as r:
         t.step(x, label)
     for c in r.calls:
