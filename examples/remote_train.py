@@ -4,8 +4,8 @@ With a Pico on USB (MicroPython >= 1.24) it runs there; with none, on the virtua
 (the MicroPython unix port on a folder, host_tools/board/virtual.py), through the same
 mpremote raw-REPL link. Steps:
 
-1. a pretrained int8 model: the tiny CNN pretrained in float on upright 8x8 digits
-   (PyTorch, as examples/demo.py), converted and calibrated on the rotated adaptation set
+1. a pretrained int8 model: a small CNN pretrained in float on upright 8x8 digits
+   (PyTorch, host_tools/pretrain.py), converted and calibrated on the rotated adaptation set
    (or --model FILE.pt8 to bring your own, calibrated);
 2. `deploy`: the device package compiled for the board (mpy-cross), its native kernels,
    the model and the datasets, each copied only if it differs from what the board has;
@@ -33,7 +33,7 @@ from host_tools.board import connect  # noqa: E402
 from host_tools.deploy import deploy  # noqa: E402
 from host_tools.remote import remote_train  # noqa: E402
 
-OPTIONS = {"PRIOT": {"rate": 4}, "PRIOTS": {"p": 0.5, "select": "weight", "rate": 4},
+OPTIONS = {"PRIOT": {}, "PRIOTS": {"p": 0.5, "select": "weight"},  # PRIOT's defaults
            "StaticNITI": {"mu": 3}, "NITI": {"mu": 3}}
 
 
