@@ -126,12 +126,13 @@ def _splitter(f, n, ci, sizes, scale, scratch=None):
     return space["split"]
 
 
-def split_kernels(g):
-    """Rebind the ranged kernels of the namespace g (kernels.py's) to splitters."""
+def split_kernels(mod):
+    """Rebind the ranged kernels of module mod (kernels.py) to splitters
+    (setattr, to keep the module's keys interned: kernels.use)."""
     for name in K.RANGED:
-        g[name] = _splitter(g[name], *K.RANGED[name])
+        setattr(mod, name, _splitter(getattr(mod, name), *K.RANGED[name]))
     for name in K.RANGED_SCRATCH:
-        g[name] = _splitter(g[name], *K.RANGED_SCRATCH[name])
+        setattr(mod, name, _splitter(getattr(mod, name), *K.RANGED_SCRATCH[name]))
 
 
 def lend_scratch(buf):

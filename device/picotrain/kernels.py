@@ -125,19 +125,24 @@ def use(name="auto"):
     else:
         mod = _load(name)
     from . import kernels_py
-    g = globals()
+    # setattr, not globals()[k] = f: setattr interns the name. MicroPython's
+    # parser leaves string literals longer than a few characters uninterned,
+    # and one such key in this module's dict makes every later K.name lookup
+    # compare strings instead of pointers (about twice as slow; 28 lookups a
+    # training step).
+    me = sys.modules[__name__]
     missing = []
     for k in NAMES:
         f = getattr(mod, k, None)
         if f is None:
             missing.append(k)
             f = getattr(kernels_py, k)
-        g[k] = f
+        setattr(me, k, f)
     _active = name
     _fallbacks = tuple(missing)
     if _cores > 1:
         from .cores import split_kernels
-        split_kernels(g)
+        split_kernels(me)
     return name
 
 

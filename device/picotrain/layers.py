@@ -257,7 +257,11 @@ class ReLU(Layer):
         return s
 
     def forward(self, x, y, ws, dynamic):
-        K.relu_s8(y.data, y.size)  # y shares x's data
+        # In place: y takes x's buffer (a first layer's x is the caller's array,
+        # new every step: a leading ReLU rectifies it) and exponent.
+        y.data = x.data
+        y.exp = x.exp
+        K.relu_s8(y.data, y.size)
 
     def backward_input(self, e, e_in, ws, dynamic):
         K.relu_bwd_s8(self.y.data, e.data, e.size)  # e_in shares e's data
@@ -272,7 +276,8 @@ class Flatten(Layer):
         return (_prod(s),)
 
     def forward(self, x, y, ws, dynamic):
-        pass  # a reshape: y already shares x's data and exponent
+        y.data = x.data  # a reshape: y shares x's buffer and exponent (as ReLU's)
+        y.exp = x.exp
 
     def backward_input(self, e, e_in, ws, dynamic):
         e_in.exp = e.exp
@@ -459,13 +464,11 @@ class Model:
         prev = xt
         layers = self.layers
         acts = self.acts
+        # In-place layers point their output at their input's buffer themselves:
+        # reading the class attribute in_place here cost more than the rest of
+        # the loop (an instance lookup that fails, then the class chain).
         for i in range(len(layers)):
             y = acts[i]
-            if layers[i].in_place:
-                # In-place layers work on their input's buffer (for a first
-                # layer that is the caller's x: a leading ReLU rectifies it).
-                y.data = prev.data
-                y.exp = prev.exp
             layers[i].forward(prev, y, ws, dynamic)
             prev = y
         return prev

@@ -308,8 +308,6 @@ class TinTin(Trainer):
                 w = l.weight
                 self._requant(ws.acc, y.size, y, prev.exp + w.exp, prev.u + w.u, prev.d + w.d, i == last)
             else:
-                if l.in_place:
-                    y.data = prev.data
                 l.forward(prev, y, ws, True)
                 y.exp, y.u, y.d = prev.exp, prev.u, prev.d
             prev = y

@@ -113,14 +113,14 @@ class Trainer:
         e.exp = -7
         ws = m.ws
         lowest = self.lowest
+        trains = self.train_idx  # not layer.has_params: a class attribute costs a failed instance lookup
         for i in range(top, lowest - 1, -1):
             layer = layers[i]
             e = errs[i]
-            xin = acts[i - 1] if i > 0 else m._x
             if i > lowest:
                 layer.backward_input(e, errs[i - 1], ws, dyn)
-            if layer.has_params and not layer.frozen:
-                self._grad(i, layer, e, xin)
+            if i in trains:
+                self._grad(i, layer, e, acts[i - 1] if i > 0 else m._x)
         self.count += 1
         if self.count % self.batch == 0:
             self._apply()

@@ -445,18 +445,22 @@ static mp_obj_t b_maxpool2d_bwd_s8_chw(size_t n_args, const mp_obj_t *a) {
     const uint8_t *idx = BUF(fn, MP_QSTR_idx, a[1], K_U8, READ, no, "c*(h//k)*(wd//k)");
     int8_t *out = BUF(fn, MP_QSTR_out, a[2], K_S8, WRITE, nx, "c*h*wd");
     if (k < 16) {
-        o = 0;
-        while (o < no) {
-            /* issue 8: for 2 x 2 pooling, four offsets (< 4) per aligned word */
-            if (k == 2 && o + 4 <= no && PT_ALIGNED4(idx + o) && !(*(const pt_u32a *)(idx + o) & 0xFCFCFCFCu)) {
-                o += 4;
-                continue;
+        for (o = 0; o < no; o++) {
+            /* issue 8: for 2 x 2 pooling, four offsets (< 4) per aligned word,
+             * in a loop of their own (the checks above it cost more than the
+             * test of a word) */
+            if (k == 2 && PT_ALIGNED4(idx + o)) {
+                while (o + 4 <= no && !(*(const pt_u32a *)(idx + o) & 0xFCFCFCFCu)) {
+                    o += 4;
+                }
+                if (o == no) {
+                    break;
+                }
             }
             if (idx[o] >= k * k) {
                 mp_obj_t it[5] = {Q(fn), INT(o), INT(idx[o]), INT(k * k), INT(k)};
                 raise_fmt(&mp_type_ValueError, "%s: idx[%d] = %d is not a window offset (< %d for k=%d)", 5, it);
             }
-            o++;
         }
     }
     pt_maxpool2d_bwd_s8_chw(e, idx, out, c, h, wd, k);

@@ -551,6 +551,47 @@ full:
     return 0;
 }
 
+/* The next chunk of plane ep: listed by nz_scan, or replayed from kc (a
+ * chunk is a header word n_in | n_bd << 8 | done << 16, then its interior and
+ * border entries). A replay costs a copy of the entries, a listing a test of
+ * every input byte and the encoding of each nonzero. */
+static int nz_next(nz_t *L, const int8_t *ep, pt_nz_cache_t *kc) {
+    int32_t *p, i, n;
+    int done;
+    if (kc != NULL && kc->state == PT_NZ_REPLAY) {
+        p = kc->buf + kc->pos;
+        L->n_in = p[0] & 0xFF;
+        L->n_bd = (p[0] >> 8) & 0xFF;
+        done = p[0] >> 16;
+        for (i = 0, p++; i < L->n_in; i++) {
+            L->ent[i] = *p++;
+        }
+        for (i = NZ_MAX - L->n_bd; i < NZ_MAX; i++) {
+            L->ent[i] = *p++;
+        }
+        kc->pos = (int32_t)(p - kc->buf);
+        return done;
+    }
+    done = nz_scan(L, ep);
+    if (kc != NULL && kc->state == PT_NZ_RECORD) {
+        n = 1 + L->n_in + L->n_bd;
+        if (n > kc->cap - kc->pos) {
+            kc->state = PT_NZ_OFF;
+            return done;
+        }
+        p = kc->buf + kc->pos;
+        *p++ = L->n_in | (L->n_bd << 8) | (done << 16);
+        for (i = 0; i < L->n_in; i++) {
+            *p++ = L->ent[i];
+        }
+        for (i = NZ_MAX - L->n_bd; i < NZ_MAX; i++) {
+            *p++ = L->ent[i];
+        }
+        kc->pos += n;
+    }
+    return done;
+}
+
 /* Start the scan of a plane over. */
 static void nz_rewind(nz_t *L) {
     L->oy = L->ox = L->n_in = L->n_bd = 0;
@@ -1029,9 +1070,12 @@ static void fwd_block(const nz_t *L, const int8_t *wblk, int32_t *op) {
  * all output channels: the score of edge j is scores[j], or with compact
  * scores (PRIOT-S) scores[sic[co - c0]], each channel's next score index
  * (issue 8: listing a plane again per channel cost as much as the scatter);
- * beyond SPARSE_CO_MAX channels compact scores walk the edges in order. */
+ * beyond SPARSE_CO_MAX channels compact scores walk the edges in order.
+ * With kc, the first call records its lists and the next calls replay them
+ * (the lists depend on x only, and every call walks the planes in order). */
 static PT_NOINLINE void conv_fwd_sparse(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
-                            int32_t *out, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1, uint32_t si0) {
+                            int32_t *out, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1, uint32_t si0,
+                            pt_nz_cache_t *kc) {
     const int32_t k = d->k, kk = k * k, hw = d->h * d->w, plane = d->oh * d->ow, nco = d->c_in * kk;
     uint32_t j = (uint32_t)(c0 * nco), si = si0, sic[SPARSE_CO_MAX];
     int32_t co, ci, t, nz, done;
@@ -1041,6 +1085,9 @@ static PT_NOINLINE void conv_fwd_sparse(const int8_t *x, const int8_t *w, const 
     zero_s32(out, (c1 - c0) * plane);
     nz_setup(&L, d->h, d->w, 1, d->pad - (k - 1), k, d->oh, d->ow);
     if (!compact || c1 - c0 <= SPARSE_CO_MAX) {
+        if (kc != NULL) {
+            kc->pos = 0;
+        }
         for (co = c0; compact && co < c1; co++) {
             sic[co - c0] = si;
             si += pt_popcount_range(sc->subset, (uint32_t)(co * nco), (uint32_t)nco);
@@ -1049,7 +1096,7 @@ static PT_NOINLINE void conv_fwd_sparse(const int8_t *x, const int8_t *w, const 
             int listed = 0;
             nz_rewind(&L);
             do {
-                done = nz_scan(&L, x + ci * hw);
+                done = nz_next(&L, x + ci * hw, kc);
                 if (L.n_in + L.n_bd == 0) {
                     break;
                 }
@@ -1075,6 +1122,9 @@ static PT_NOINLINE void conv_fwd_sparse(const int8_t *x, const int8_t *w, const 
             for (co = c0; compact && !listed && co < c1; co++) {   /* an empty plane: skip its scores */
                 sic[co - c0] += scores_of(sc, (uint32_t)(co * nco + ci * kk), (uint32_t)kk);
             }
+        }
+        if (kc != NULL && kc->state == PT_NZ_RECORD) {
+            kc->state = PT_NZ_REPLAY;
         }
         return;
     }
@@ -1111,13 +1161,14 @@ int pt_conv2d_fwd_sparse(const int8_t *x, const pt_conv2d_dims_t *d) {
 }
 
 void pt_conv2d_range_s32(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
-                         int32_t *out, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1, int sparse) {
+                         int32_t *out, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1, int sparse,
+                         pt_nz_cache_t *kc) {
     const uint32_t si0 = scores_of(sc, 0, (uint32_t)(c0 * d->c_in * d->k * d->k));
     if ((c1 - c0) * d->oh * d->ow == 0) {
         return;   /* no output */
     }
     if (sparse) {
-        conv_fwd_sparse(x, w, sc, thr, out, d, c0, c1, si0);
+        conv_fwd_sparse(x, w, sc, thr, out, d, c0, c1, si0, kc);
     } else if (dense_fwd_ok(d)) {
         conv_fwd_dense(x, w, sc, thr, out, d, c0, c1, si0);
     } else {
@@ -1131,13 +1182,13 @@ void pt_conv2d_range_s32(const int8_t *x, const int8_t *w, const pt_scores_t *sc
 
 void pt_conv2d_s8_s32_chw(const int8_t *x, const int8_t *w, int32_t *out, const pt_conv2d_dims_t *d,
                           int32_t c0, int32_t c1) {
-    pt_conv2d_range_s32(x, w, NULL, 0, out + c0 * d->oh * d->ow, d, c0, c1, pt_conv2d_fwd_sparse(x, d));
+    pt_conv2d_range_s32(x, w, NULL, 0, out + c0 * d->oh * d->ow, d, c0, c1, pt_conv2d_fwd_sparse(x, d), NULL);
 }
 
 void pt_conv2d_mask_s8_s32_chw(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
                                int32_t *out, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1) {
     pt_conv2d_range_s32(x, w, (sc != NULL && sc->data != NULL) ? sc : NULL, thr, out + c0 * d->oh * d->ow, d,
-                        c0, c1, pt_conv2d_fwd_sparse(x, d));
+                        c0, c1, pt_conv2d_fwd_sparse(x, d), NULL);
 }
 
 void pt_conv2d_grad_s8_s32_chw(const int8_t *e, const int8_t *x, int32_t *out, const pt_conv2d_dims_t *d,

@@ -367,10 +367,22 @@ void pt_conv2d_t_mask_s8_s32_chw(const int8_t *e, const int8_t *w, const pt_scor
  * not NULL (sc->data non-NULL), into out[0 : (c1 - c0) * oh * ow]: channel
  * c0 first. 0 <= c0 <= c1 <= c_out. sparse: pt_conv2d_fwd_sparse(x, d), the
  * path's choice (made once per input by a caller that computes several
- * ranges). */
+ * ranges). kc: NULL, or where the sparse path keeps the lists of nonzero
+ * inputs that one range made, for the next ranges of the same x and w to
+ * replay instead of listing the inputs again (pt_nz_cache_t). */
+typedef struct {
+    int32_t *buf;    /* cap words, 4-aligned */
+    int32_t cap;
+    int32_t pos;     /* words used (recording) or read (replaying) */
+    int32_t state;   /* PT_NZ_RECORD, PT_NZ_REPLAY, or PT_NZ_OFF (buf was too small) */
+} pt_nz_cache_t;
+#define PT_NZ_RECORD 0
+#define PT_NZ_REPLAY 1
+#define PT_NZ_OFF 2
 int pt_conv2d_fwd_sparse(const int8_t *x, const pt_conv2d_dims_t *d);
 void pt_conv2d_range_s32(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
-                         int32_t *out, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1, int sparse);
+                         int32_t *out, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1, int sparse,
+                         pt_nz_cache_t *kc);
 
 /* Convolution fused with the static requantization (conv2d_q.c; PT_CONV_Q
  * says it exists, for code built against older versions of this header): for the
