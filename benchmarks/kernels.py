@@ -135,17 +135,9 @@ def densify(name, args, seed=7):
     return out
 
 
-def _clone(v):
-    if isinstance(v, array):
-        return array(v.typecode, v)
-    if isinstance(v, bytearray):
-        return bytearray(v)
-    return v
-
-
 def reference(name, args):
     """(after bytes per buffer position, return value) of the pure-Python kernel."""
-    a = [_clone(v) for v in args]
+    a = [record.clone(v) for v in args]
     ret = getattr(PY, name)(*a)
     return {i: bytes(v) for i, v in enumerate(a) if isinstance(v, (array, bytearray))}, ret
 
@@ -196,7 +188,7 @@ def run_unfused(image, c):
     for name, args in steps:
         if name == "requant_s32_s8":
             args[0] = array("i", acc[c0 * plane:c1 * plane])
-        ref = [_clone(v) for v in args]
+        ref = [record.clone(v) for v in args]
         ret = getattr(PY, name)(*ref)
         res = emu.run_call(image, name, args)
         bad += emu.check_call(res, name, {i: bytes(v) for i, v in enumerate(ref) if isinstance(v, (array, bytearray))},

@@ -12,7 +12,7 @@ scores.
 import random
 from array import array
 
-from . import emu, record  # noqa: F401  (record puts device/ on sys.path)
+from . import emu, record  # record also puts device/ on sys.path
 from picotrain import kernels_py as PY
 from picotrain.kernels import RANGED
 
@@ -148,21 +148,13 @@ def ranged(cases, seed=1):
     return out
 
 
-def _clone(v):
-    if isinstance(v, array):
-        return array(v.typecode, v)
-    if isinstance(v, bytearray):
-        return bytearray(v)
-    return v
-
-
 def check(image, cases, aligns=(4, 1)):
     """Run every case on the emulator with its buffers at 4-aligned and at odd addresses
     (align 1); returns [(name, args, align, problems)] of the cases that differ from the
     Python reference."""
     bad = []
     for name, args in cases:
-        ref_args = [_clone(a) for a in args]
+        ref_args = [record.clone(a) for a in args]
         ret = getattr(PY, name)(*ref_args)
         after = {i: bytes(a) for i, a in enumerate(ref_args) if isinstance(a, (array, bytearray))}
         for align in aligns:

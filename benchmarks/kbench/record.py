@@ -55,7 +55,8 @@ def _is_buf(v):
     return isinstance(v, (array, bytearray))
 
 
-def _clone(v):
+def clone(v):
+    """A copy of a call's argument: buffers copied, scalars as they are."""
     if isinstance(v, array):
         return array(v.typecode, v)
     if isinstance(v, bytearray):
@@ -106,7 +107,7 @@ class Recorder:
         calls = self.calls
 
         def rec(*args):
-            before = [_clone(a) for a in args]
+            before = [clone(a) for a in args]
             ret = f(*args)
             after = {i: bytes(a) for i, a in enumerate(args) if _is_buf(a)}
             calls.append(Call(name, before, after, ret, self.where))
