@@ -7,11 +7,10 @@ import pytest
 
 import picotrain as pt
 from picotrain import kernels_py as PY, modelfile, tintin
-from picotrain.rng import XorShift32
 from picotrain.tintin import DT, DSPAN, UT, Table, decomposition_bound, level, scale
 
 
-from tinymodels import X, tiny  # noqa: E402,F401
+from tinymodels import X, separable, tiny  # noqa: E402,F401
 from tinymodels import cnn as _cnn  # noqa: E402
 
 
@@ -203,15 +202,7 @@ def test_long_run_with_big_steps_never_saturates():
 
 
 def test_learns_a_separable_task():
-    r = XorShift32(7)
-    data = []
-    for _ in range(200):
-        a, b = r.below(201) - 100, r.below(201) - 100
-        data.append((array("b", [a, b, 50]), 1 if a + b > 0 else 0))
-    m = pt.Model([pt.Linear(3, 8), pt.ReLU(), pt.Linear(8, 2)], (3,))
-    for l in m.param_layers():
-        l.weight.data = array("b", [r.below(61) - 30 for _ in range(l.weight.size)])
-        l.weight.exp = -7
+    m, data = separable()
     t = pt.TinTin(m, m=3)
     hist = t.fit(data, epochs=4, test=data, log=None)
     assert hist[-1]["test_acc"] == t.evaluate(data) > 0.9

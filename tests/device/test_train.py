@@ -6,7 +6,7 @@ import pytest
 import picotrain as pt
 from picotrain.rng import XorShift32
 
-from tinymodels import X, cnn, tiny
+from tinymodels import X, cnn, separable, tiny
 
 
 @pytest.mark.parametrize("backend", ["python", "numpy"])
@@ -89,15 +89,7 @@ def test_calibrate_takes_most_frequent_shift():
 
 def test_training_learns_a_separable_task():
     """NITI on a 2-class linearly separable task reaches high accuracy."""
-    r = XorShift32(7)
-    data = []
-    for _ in range(200):
-        a, b = r.below(201) - 100, r.below(201) - 100
-        data.append((array("b", [a, b, 50]), 1 if a + b > 0 else 0))
-    m = pt.Model([pt.Linear(3, 8), pt.ReLU(), pt.Linear(8, 2)], (3,))
-    for l in m.param_layers():
-        l.weight.data = array("b", [r.below(61) - 30 for _ in range(l.weight.size)])
-        l.weight.exp = -7
+    m, data = separable()
     t = pt.NITI(m, mu=3)
     for _ in range(5):
         t.epoch(data)

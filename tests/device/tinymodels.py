@@ -34,3 +34,18 @@ def cnn(seed):
                 x[(label + dy) * 8 + label + dx] = 100 + r.below(27)
         data.append((x, label))
     return m, data
+
+
+def separable():
+    """Linear(3, 8) -> ReLU -> Linear(8, 2) with small random weights, and 200
+    samples of a 2-class linearly separable task (a + b > 0)."""
+    r = XorShift32(7)
+    data = []
+    for _ in range(200):
+        a, b = r.below(201) - 100, r.below(201) - 100
+        data.append((array("b", [a, b, 50]), 1 if a + b > 0 else 0))
+    m = pt.Model([pt.Linear(3, 8), pt.ReLU(), pt.Linear(8, 2)], (3,))
+    for l in m.param_layers():
+        l.weight.data = array("b", [r.below(61) - 30 for _ in range(l.weight.size)])
+        l.weight.exp = -7
+    return m, data
