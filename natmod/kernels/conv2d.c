@@ -917,13 +917,7 @@ static PT_NOINLINE int32_t score_row_s8(int8_t *s, const int32_t *g, const int8_
             q = ((((uint32_t)gt ^ sg) - sg) + half) >> shift;
             v -= (int32_t)((q ^ sg) - sg);
         }
-        if (v > smax) {
-            v = smax;
-            sat++;
-        } else if (v < -smax) {
-            v = -smax;
-            sat++;
-        }
+        sat += pt_clamp_sym(&v, smax);
         s[t] = (int8_t)v;
     }
     return sat;

@@ -408,11 +408,24 @@ int32_t pt_score_step(const pt_scores_t *sc, uint32_t si, int32_t g, int32_t w, 
  * (score.c; the slow path of pt_score_apply). */
 int32_t pt_round_gw_exact(int32_t g, int32_t w, int32_t shift);
 
+/* *v clamped to [-lim, lim]; returns 1 when it was outside (a saturation). */
+PT_INLINE int32_t pt_clamp_sym(int32_t *v, int32_t lim) {
+    if (*v > lim) {
+        *v = lim;
+        return 1;
+    }
+    if (*v < -lim) {
+        *v = -lim;
+        return 1;
+    }
+    return 0;
+}
+
 /* pt_score_step inline, for the kernels' loops. g == 0 (the common case: most
  * errors and activations are 0) only clamps a score that is out of range. */
 PT_INLINE int32_t pt_score_apply(const pt_scores_t *sc, uint32_t si, int32_t g, int32_t w,
                                      int32_t shift, int32_t smax) {
-    int32_t r, v, s, sat = 0;
+    int32_t r, v, s, sat;
     s = pt_score_get(sc, si);
     if (g == 0 || w == 0) {
         if (s >= -smax && s <= smax) {
@@ -430,13 +443,7 @@ PT_INLINE int32_t pt_score_apply(const pt_scores_t *sc, uint32_t si, int32_t g, 
         r = pt_round_gw_exact(g, w, shift);
     }
     v = s - r;
-    if (v > smax) {
-        v = smax;
-        sat = 1;
-    } else if (v < -smax) {
-        v = -smax;
-        sat = 1;
-    }
+    sat = pt_clamp_sym(&v, smax);
     if (sc->s16) {
         ((int16_t *)sc->data)[si] = (int16_t)v;
     } else {

@@ -250,14 +250,8 @@ static PT_NOINLINE int32_t score_list_s8(const int32_t *lp, const int32_t *end, 
 PT_INLINE int32_t step_s8(int8_t *s, int32_t p, uint32_t half, int32_t shift, int32_t smax) {
     const uint32_t sg = (uint32_t)(p >> 31);
     const uint32_t q = ((((uint32_t)p ^ sg) - sg) + half) >> shift;
-    int32_t v = *s - (int32_t)((q ^ sg) - sg), sat = 0;
-    if (v > smax) {
-        v = smax;
-        sat = 1;
-    } else if (v < -smax) {
-        v = -smax;
-        sat = 1;
-    }
+    int32_t v = *s - (int32_t)((q ^ sg) - sg);
+    const int32_t sat = pt_clamp_sym(&v, smax);
     *s = (int8_t)v;
     return sat;
 }
