@@ -357,10 +357,11 @@ class Model:
                 acts.append(("act%d" % i, "b", _prod(layer.out_shape)))
             if training and isinstance(layer, MaxPool2d):
                 acts.append(("idx%d" % i, "B", _prod(layer.out_shape)))
-        acts.append(("acc", "i", max(acc, self.n_classes)))
+        acc = max(acc, self.n_classes)
+        acts.append(("acc", "i", acc))
         if static and K._cores > 1:
             # the second core's own scratch for its halves of the fused convolutions
-            acts.append(("acc2", "i", max(acc, self.n_classes)))
+            acts.append(("acc2", "i", acc))
         if training:
             big = max([_prod(l.out_shape) for l in self.layers] + [self.in_size])
             acts.append(("err0", "b", big))

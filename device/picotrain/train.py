@@ -21,6 +21,7 @@ from array import array
 import time
 
 from . import kernels as K
+from .memory import _free_bytes, preflight
 
 
 def _ms():
@@ -28,16 +29,6 @@ def _ms():
         return time.ticks_ms()
     except AttributeError:
         return int(time.time() * 1000)
-
-
-def _free_heap():
-    """Free heap after a collection (without one, garbage from the epoch's
-    logging would look like a leak); -1 where there is no such figure."""
-    import gc
-    if not hasattr(gc, "mem_free"):  # CPython
-        return -1
-    gc.collect()
-    return gc.mem_free()
 
 
 class Trainer:
@@ -76,8 +67,7 @@ class Trainer:
             for l in layers[self.lowest:]:
                 if l.has_params:
                     l.shift = l.bshift = l.gbits = None
-        from .memory import preflight  # issue 6: MemoryError up front if the buffers cannot fit
-        preflight(self)
+        preflight(self)  # issue 6: MemoryError up front if the buffers cannot fit
         model.build(training=True, static=not self.dynamic)
         self.count = 0
         self.result = [0, 0]
@@ -168,8 +158,9 @@ class Trainer:
                 row["test_acc"] = self.evaluate(test)
                 line += "  test %.2f%%" % (100 * row["test_acc"])
             line += "  %.1f ms/sample" % row["ms_per_sample"]
-            free = _free_heap()
-            if free >= 0:
+            # after a collection: the epoch's logging garbage is not a leak
+            free = _free_bytes()
+            if free is not None:
                 line += "  free %d B" % free
             if event is not None:
                 row["collapse"] = event
