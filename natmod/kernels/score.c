@@ -152,11 +152,8 @@ int32_t pt_scores_clamp(const pt_scores_t *sc, uint32_t si, uint32_t n, int32_t 
         }
         for (; s < end; s++) {
             int32_t v = *s;
-            if (v > smax) {
-                *s = (int8_t)smax;
-                sat++;
-            } else if (v < -smax) {
-                *s = (int8_t)-smax;
+            if (pt_clamp_sym(&v, smax)) {
+                *s = (int8_t)v;
                 sat++;
             }
         }
@@ -164,11 +161,8 @@ int32_t pt_scores_clamp(const pt_scores_t *sc, uint32_t si, uint32_t n, int32_t 
         int16_t *s = (int16_t *)sc->data + si, *end = s + n;
         for (; s < end; s++) {
             int32_t v = *s;
-            if (v > smax) {
-                *s = (int16_t)smax;
-                sat++;
-            } else if (v < -smax) {
-                *s = (int16_t)-smax;
+            if (pt_clamp_sym(&v, smax)) {
+                *s = (int16_t)v;
                 sat++;
             }
         }
