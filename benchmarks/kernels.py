@@ -310,6 +310,10 @@ def plot(path, results, paper):
     if any(results[m].get("dual_ms") for m in names):
         a1.scatter([i - 0.2 for i in x], [results[m]["dual_ms"] for m in names], marker="v", color="k",
                    zorder=3, label="ours, two cores (estimate)")
+    for i, m in enumerate(names):
+        if m in TARGET_MS:
+            a1.hlines(TARGET_MS[m], i - 0.42, i + 0.02, colors="k", linestyles="dashed", linewidth=1,
+                      label="target (issue 8)" if i == 0 else None)
     a1.set_xticks(list(x), [n.replace("PRIOT-S ", "PRIOT-S\n") for n in names])
     a1.set_ylabel("ms per training sample at 125 MHz")
     a1.set_title("Training step, tiny CNN, batch 1")

@@ -225,13 +225,20 @@ static PT_NOINLINE void conv_bwd_generic(const int8_t *e, const int8_t *w, const
  * neighbouring outputs of one channel, the four sums in registers across all
  * c_in * k * k taps; per row of taps the k weights sit in registers and each
  * input byte is loaded once and used for every output it feeds. On the M0+
- * (k = 5): 94 cycles per row of 20 MACs, 4.9 per MAC with the loop. The
- * (masked) weights of an output channel are staged on the stack.
+ * (k = 5, block4_k5): 85 cycles per row of 20 MACs, less where input words
+ * are 0; the tiny CNN's conv layers average 3.8-4.6 cycles per MAC with the
+ * loops. The (masked) weights of an output channel are staged on the stack.
  * ------------------------------------------------------------------------ */
 #define DENSE_W_MAX 256   /* c_in * k * k of the dense path: staged weights on the stack */
 
 static int dense_fwd_ok(const pt_conv2d_dims_t *d) {
     return d->stride == 1 && d->pad == 0 && d->c_in * d->k * d->k <= DENSE_W_MAX;
+}
+
+/* The dense path reads x a word at a time (block4_k5): the armv6m build, k = 5,
+ * and every row it reads 4-aligned. */
+static int dense_words_ok(const int8_t *x, const pt_conv2d_dims_t *d) {
+    return PT_ASM_M0 && d->k == 5 && d->c_in > 0 && PT_ALIGNED4(x) && (d->w & 3) == 0;
 }
 
 /* out[0:4] = sum over (ci, kh, kw) of wc[(ci*k + kh)*k + kw] * xb[ci*hw + kh*W + kw + 0:4] */
@@ -257,37 +264,55 @@ static void block4_c(const int8_t *xb, const int8_t *wc, int32_t c_in, int32_t k
 }
 
 #if PT_ASM_M0
-/* block4_c for k = 5, the weights staged as int32 (issue 8: one ldm loads a
- * row's five, 8 cycles where ldrb + sxtb took 18: 87 cycles per row of 20
- * MACs). Registers: r8-r11 the four sums, r12 the weight pointer, lr the
- * channels left; r0-r4 the row's five weights w0-w4 (in that order for the
- * ldm), r5 t (the input byte), r6 u (its copy while it has further uses), r7
- * the input row pointer. Input byte j of the row feeds output i with weight
- * j - i. */
-#define B4_X(j) "ldrb %[t], [%[xp], #" #j "]\n\t" "sxtb %[t], %[t]\n\t"
+/* block4_c for k = 5 on 4-aligned input rows, the weights staged as int32.
+ * Each row of taps reads its eight input bytes as two words (2 cycles each,
+ * where ldrb + sxtb cost 3 a byte) and unpacks them with shifts; a word of
+ * four zero bytes skips its ten MACs (a ReLU'd feature map or MNIST's
+ * background: 20-55 % of the words). Per row of 20 MACs 85 cycles dense,
+ * 54 with one zero word, 23 with two (the byte loads took 87 every time).
+ * Registers: r0-r4 the row's five weights w0-w4 (in that order for the
+ * ldm), r5 t (an input byte), r6 u (its copy while it has further uses),
+ * r7 v (the input word); r8-r11 the four sums, r12 the input row pointer,
+ * lr the weight pointer. Input byte j of the row feeds output i with
+ * weight j - i. */
 #define B4_C(w, a) "mov %[u], %[t]\n\t" "muls %[u], %[" #w "]\n\t" "add %[" #a "], %[u]\n\t"
 #define B4_L(w, a) "muls %[t], %[" #w "]\n\t" "add %[" #a "], %[t]\n\t"
-#define B4_ROW                                                                  \
-    "mov %[t], %[wp]\n\t"                                                     \
+#define B4_B0 "sxtb %[t], %[v]\n\t"
+#define B4_B1 "lsls %[t], %[v], #16\n\t" "asrs %[t], %[t], #24\n\t"
+#define B4_B2 "lsls %[t], %[v], #8\n\t" "asrs %[t], %[t], #24\n\t"
+#define B4_B3 "asrs %[t], %[v], #24\n\t"
+/* the input word at byte offset off of the row; to label 3 when it is 0 */
+#define B4_WORD(off) "mov %[u], %[xp]\n\t" "ldr %[v], [%[u], #" #off "]\n\t" "cmp %[v], #0\n\t"
+#define B4_ROW(step)                                                            \
+    "mov %[t], lr\n\t"                                                        \
     "ldmia %[t]!, {r0, r1, r2, r3, r4}\n\t"                                   \
-    "mov %[wp], %[t]\n\t"                                                     \
-    B4_X(0) B4_L(w0, a0)                                                        \
-    B4_X(1) B4_C(w1, a0) B4_L(w0, a1)                                           \
-    B4_X(2) B4_C(w2, a0) B4_C(w1, a1) B4_L(w0, a2)                              \
-    B4_X(3) B4_C(w3, a0) B4_C(w2, a1) B4_C(w1, a2) B4_L(w0, a3)                 \
-    B4_X(4) B4_C(w4, a0) B4_C(w3, a1) B4_C(w2, a2) B4_L(w1, a3)                 \
-    B4_X(5) B4_C(w4, a1) B4_C(w3, a2) B4_L(w2, a3)                              \
-    B4_X(6) B4_C(w4, a2) B4_L(w3, a3)                                           \
-    B4_X(7) B4_L(w4, a3)
-#define B4_NEXT_ROW "ldr %[t], %[rstep]\n\t" "adds %[xp], %[xp], %[t]\n\t"
+    "mov lr, %[t]\n\t"                                                        \
+    B4_WORD(0) "beq 3f\n\t"                                                   \
+    B4_B0 B4_L(w0, a0)                                                          \
+    B4_B1 B4_C(w1, a0) B4_L(w0, a1)                                             \
+    B4_B2 B4_C(w2, a0) B4_C(w1, a1) B4_L(w0, a2)                                \
+    B4_B3 B4_C(w3, a0) B4_C(w2, a1) B4_C(w1, a2) B4_L(w0, a3)                   \
+    "3:\n\t"                                                                  \
+    B4_WORD(4) "beq 4f\n\t"                                                   \
+    B4_B0 B4_C(w4, a0) B4_C(w3, a1) B4_C(w2, a2) B4_L(w1, a3)                   \
+    B4_B1 B4_C(w4, a1) B4_C(w3, a2) B4_L(w2, a3)                                \
+    B4_B2 B4_C(w4, a2) B4_L(w3, a3)                                             \
+    B4_B3 B4_L(w4, a3)                                                          \
+    "4:\n\t"                                                                  \
+    "ldr %[t], %[" #step "]\n\t"                                              \
+    "add %[xp], %[t]\n\t"
 
+/* nb blocks of four outputs side by side, out[0:4 nb] (xb and out advance by
+ * 4 a block): one call per output row, about 45 cycles of set-up and stores
+ * a block (plus 8 a channel); a call per block cost 54 more (the first
+ * layer, 1,152 blocks: 516k -> 454k cycles). */
 static PT_NOINLINE void block4_k5(const int8_t *xb, const int32_t *wc, int32_t c_in, int32_t W, int32_t hw,
-                                  int32_t *out) {
+                                  int32_t *out, int32_t nb) {
     register int32_t a0 __asm__("r8");
     register int32_t a1 __asm__("r9");
     register int32_t a2 __asm__("r10");
     register int32_t a3 __asm__("r11");
-    register const int32_t *wp __asm__("r12") = wc;
+    register const int8_t *xp __asm__("r12");
     register int32_t w0 __asm__("r0");
     register int32_t w1 __asm__("r1");
     register int32_t w2 __asm__("r2");
@@ -295,40 +320,61 @@ static PT_NOINLINE void block4_k5(const int8_t *xb, const int32_t *wc, int32_t c
     register int32_t w4 __asm__("r4");
     register int32_t t __asm__("r5");
     register int32_t u __asm__("r6");
-    register const int8_t *xp __asm__("r7") = xb;
-    int32_t rstep = W, cstep = hw - 4 * W;
+    register uint32_t v __asm__("r7");
+    int32_t rstep = W, cstep = hw - 4 * W, left;
+    const int32_t *wp = wc;
     __asm__ volatile(
-        ".syntax unified\n\t"
+        ".syntax unified\n"
+        "0:\n\t"
         "movs %[t], #0\n\t"
         "mov %[a0], %[t]\n\t"
         "mov %[a1], %[t]\n\t"
         "mov %[a2], %[t]\n\t"
         "mov %[a3], %[t]\n\t"
-        "ldr %[t], %[cin]\n\t"
-        "mov lr, %[t]\n"
-        "1:\n\t"
-        B4_ROW B4_NEXT_ROW
-        B4_ROW B4_NEXT_ROW
-        B4_ROW B4_NEXT_ROW
-        B4_ROW B4_NEXT_ROW
-        B4_ROW
-        "ldr %[t], %[cstep]\n\t"
-        "adds %[xp], %[xp], %[t]\n\t"
-        "mov %[t], lr\n\t"
-        "subs %[t], #1\n\t"
+        "ldr %[t], %[wp]\n\t"
         "mov lr, %[t]\n\t"
+        "ldr %[t], %[xb]\n\t"
+        "mov %[xp], %[t]\n\t"
+        "ldr %[t], %[cin]\n\t"
+        "str %[t], %[left]\n"
+        "1:\n\t"
+        B4_ROW(rstep)
+        B4_ROW(rstep)
+        B4_ROW(rstep)
+        B4_ROW(rstep)
+        B4_ROW(cstep)
+        "ldr %[t], %[left]\n\t"
+        "subs %[t], #1\n\t"
+        "str %[t], %[left]\n\t"
         "beq 2f\n\t"
         "b 1b\n"          /* the body is beyond a conditional branch's reach */
-        "2:\n"
-        : [xp] "+l"(xp), [wp] "+r"(wp), [t] "=&l"(t), [u] "=&l"(u),
+        "2:\n\t"
+        "ldr %[t], %[out]\n\t"
+        "mov %[u], %[a0]\n\t"
+        "str %[u], [%[t], #0]\n\t"
+        "mov %[u], %[a1]\n\t"
+        "str %[u], [%[t], #4]\n\t"
+        "mov %[u], %[a2]\n\t"
+        "str %[u], [%[t], #8]\n\t"
+        "mov %[u], %[a3]\n\t"
+        "str %[u], [%[t], #12]\n\t"
+        "adds %[t], #16\n\t"
+        "str %[t], %[out]\n\t"
+        "ldr %[t], %[xb]\n\t"
+        "adds %[t], #4\n\t"
+        "str %[t], %[xb]\n\t"
+        "ldr %[t], %[nb]\n\t"
+        "subs %[t], #1\n\t"
+        "str %[t], %[nb]\n\t"
+        "beq 5f\n\t"
+        "b 0b\n"
+        "5:\n"
+        : [xp] "=&r"(xp), [t] "=&l"(t), [u] "=&l"(u), [v] "=&l"(v),
           [w0] "=&l"(w0), [w1] "=&l"(w1), [w2] "=&l"(w2), [w3] "=&l"(w3), [w4] "=&l"(w4),
-          [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3)
-        : [cin] "m"(c_in), [rstep] "m"(rstep), [cstep] "m"(cstep)
+          [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [left] "=m"(left),
+          [xb] "+m"(xb), [out] "+m"(out), [nb] "+m"(nb)
+        : [wp] "m"(wp), [rstep] "m"(rstep), [cstep] "m"(cstep), [cin] "m"(c_in)
         : "cc", "memory", "lr");
-    out[0] = a0;
-    out[1] = a1;
-    out[2] = a2;
-    out[3] = a3;
 }
 #endif
 
@@ -341,6 +387,7 @@ static PT_NOINLINE void conv_fwd_dense(const int8_t *x, const int8_t *w, const p
     int8_t wst[DENSE_W_MAX];
 #if PT_ASM_M0
     int32_t w32[DENSE_W_MAX];   /* block4_k5's weights, widened once per channel */
+    const int words = dense_words_ok(x, d);
 #endif
     for (co = c0; co < c1; co++) {
         const int8_t *wc = w + co * nco;
@@ -350,7 +397,7 @@ static PT_NOINLINE void conv_fwd_dense(const int8_t *x, const int8_t *w, const p
             wc = wst;
         }
 #if PT_ASM_M0
-        if (k == 5) {
+        if (words) {
             for (ox = 0; ox < nco; ox++) {
                 w32[ox] = wc[ox];
             }
@@ -359,13 +406,14 @@ static PT_NOINLINE void conv_fwd_dense(const int8_t *x, const int8_t *w, const p
         for (oy = 0; oy < d->oh; oy++) {
             const int8_t *xr = x + oy * W;
             int32_t *orow = out + ((co - c0) * d->oh + oy) * ow;
-            for (ox = 0; ox + 4 <= ow; ox += 4) {
+            ox = 0;
 #if PT_ASM_M0
-                if (k == 5 && d->c_in > 0) {
-                    block4_k5(xr + ox, w32, d->c_in, W, hw, orow + ox);
-                    continue;
-                }
+            if (words && ow >= 4) {
+                block4_k5(xr, w32, d->c_in, W, hw, orow, ow >> 2);
+                ox = ow & ~3;
+            }
 #endif
+            for (; ox + 4 <= ow; ox += 4) {
                 block4_c(xr + ox, wc, d->c_in, k, W, hw, orow + ox);
             }
             for (; ox < ow; ox++) {
@@ -1146,12 +1194,26 @@ static PT_NOINLINE void conv_fwd_sparse(const int8_t *x, const int8_t *w, const 
 
 /* The forward pass takes the sparse path when few inputs are nonzero, else
  * the dense one when the geometry allows, else the general loop. A nonzero
- * input costs the sparse path about 2x what the dense path pays per output
- * per (input channel, tap), so sparse wins when nonzeros < c_in * oh * ow / 2
- * (benchmarks/RESULTS.md). */
+ * input costs the sparse path about 2x what the byte-wise dense path pays
+ * per output per (input channel, tap), so sparse wins when nonzeros <
+ * c_in * oh * ow / 2. The word-wise dense path skips zero words, and on the
+ * tiny CNN (thinned inputs on the emulator) the sparse path won only below
+ * about (oh * ow - 128) / 8 nonzeros per input channel: on L0 (24 x 24
+ * outputs) below 19 % nonzero inputs, on L3 (8 x 8) never. */
 int pt_conv2d_fwd_sparse(const int8_t *x, const pt_conv2d_dims_t *d) {
-    return sparse_fwd_ok(d) &&
-           (!dense_fwd_ok(d) || 2 * count_nonzero(x, d->c_in * d->h * d->w) < d->c_in * d->oh * d->ow);
+    int32_t nz;
+    if (!sparse_fwd_ok(d)) {
+        return 0;
+    }
+    if (!dense_fwd_ok(d)) {
+        return 1;
+    }
+    if (dense_words_ok(x, d)) {
+        const int32_t lim = d->c_in * (d->oh * d->ow - 128);
+        return lim > 0 && 8 * count_nonzero(x, d->c_in * d->h * d->w) < lim;
+    }
+    nz = count_nonzero(x, d->c_in * d->h * d->w);
+    return 2 * nz < d->c_in * d->oh * d->ow;
 }
 
 void pt_conv2d_range_s32(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,

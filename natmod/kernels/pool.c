@@ -55,9 +55,10 @@ void pt_relu_bwd_s8(const int8_t *y, int8_t *e, int32_t n) {
             e++;
         }
         for (; y + 4 <= end; y += 4, e += 4) {
-            uint32_t m = lanes_nonpositive(*(const pt_u32a *)y);
-            if (m) {
-                *(pt_u32a *)e &= ~m;
+            /* after max pooling most error words are 0: nothing to clear */
+            const uint32_t v = *(pt_u32a *)e;
+            if (v) {
+                *(pt_u32a *)e = v & ~lanes_nonpositive(*(const pt_u32a *)y);
             }
         }
     }
