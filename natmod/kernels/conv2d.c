@@ -268,8 +268,9 @@ static void block4_c(const int8_t *xb, const int8_t *wc, int32_t c_in, int32_t k
  * Each row of taps reads its eight input bytes as two words (2 cycles each,
  * where ldrb + sxtb cost 3 a byte) and unpacks them with shifts; a word of
  * four zero bytes skips its ten MACs (a ReLU'd feature map or MNIST's
- * background: 20-55 % of the words). Per row of 20 MACs 85 cycles dense,
- * 54 with one zero word, 23 with two (the byte loads took 87 every time).
+ * background: 18-20 % of the words of the tiny CNN's L3 input, 56 % of
+ * L0's). Per row of 20 MACs 85 cycles dense, 54 with one zero word, 23
+ * with two (the byte loads took 87 every time).
  * Registers: r0-r4 the row's five weights w0-w4 (in that order for the
  * ldm), r5 t (an input byte), r6 u (its copy while it has further uses),
  * r7 v (the input word); r8-r11 the four sums, r12 the input row pointer,
