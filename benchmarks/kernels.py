@@ -24,7 +24,6 @@ What it does:
 import argparse
 import copy
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from kbench import dualcore, emu, glue, record  # noqa: E402
-from kbench.record import pt  # noqa: E402
 from picotrain import kernels_py as PY  # noqa: E402
 
 CLOCK = 125_000_000
@@ -137,7 +135,7 @@ def densify(name, args, seed=7):
 
 def reference(name, args):
     """(after bytes per buffer position, return value) of the pure-Python kernel."""
-    a = [record.clone(v) for v in args]
+    a = [copy.deepcopy(v) for v in args]
     ret = getattr(PY, name)(*a)
     return {i: bytes(v) for i, v in enumerate(a) if isinstance(v, (array, bytearray))}, ret
 
@@ -188,7 +186,7 @@ def run_unfused(image, c):
     for name, args in steps:
         if name == "requant_s32_s8":
             args[0] = array("i", acc[c0 * plane:c1 * plane])
-        ref = [record.clone(v) for v in args]
+        ref = [copy.deepcopy(v) for v in args]
         ret = getattr(PY, name)(*ref)
         res = emu.run_call(image, name, args)
         bad += emu.check_call(res, name, {i: bytes(v) for i, v in enumerate(ref) if isinstance(v, (array, bytearray))},
@@ -424,7 +422,6 @@ def main(argv=None):
         log("glue: callgrind on the unix port ...")
         vm = glue.unix_step_counts(model_path, samples, methods, log=log)
         vm2 = glue.unix_step_counts(model_path, samples, methods, cores=2, log=log)
-        ref = results.get("StaticNITI") or next(iter(results.values()))
         sample_calls = [(r_c.name, r_c.args) for r_c in
                         record.record_step(record.load_model(model_path), "StaticNITI", samples[:8])[1]]
         factor = glue.c_factor(sample_calls, log=log)[0]

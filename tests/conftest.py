@@ -61,3 +61,37 @@ def locked_steps(micropython):
         return [(line.split()[0], int(line.split()[1])) for line in lines[:-1]], lines[-1]
 
     return run
+
+
+TESTS_DEVICE_DIR = Path(__file__).resolve().parent / "device"
+
+
+class NitiRun:
+    """tests/device/scripts/niti_run.py: a fixed-seed training run of one method on
+    tinymodels.cnn(2024), printing a digest of the trained model. argv: method backend
+    steps [cores].
+
+    cpython(*argv): its stdout on CPython. micropython(*argv, path=(), then=""): its stdout
+    under the unix port (the script's text with argv set in it and the code `then` after it,
+    tests/device importable)."""
+
+    script = TESTS_DEVICE_DIR / "scripts" / "niti_run.py"
+
+    def __init__(self, request):
+        self._request = request
+
+    def cpython(self, *argv):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(DEVICE_DIR), str(TESTS_DEVICE_DIR)]))
+        return subprocess.run([sys.executable, str(self.script), *argv], capture_output=True, text=True,
+                              env=env, check=True).stdout
+
+    def micropython(self, *argv, path=(), then=""):
+        run = self._request.getfixturevalue("micropython")  # skips the test without the unix port
+        src = self.script.read_text().replace("sys.argv", "ARGV").replace(
+            "import sys\n", "import sys\nARGV = %r\n" % ["x", *argv], 1)
+        return run(src + then, path=(*path, TESTS_DEVICE_DIR))
+
+
+@pytest.fixture
+def niti_run(request):
+    return NitiRun(request)

@@ -9,6 +9,7 @@ chunk of nonzeros), word-aligned and odd buffer addresses, int8/int16 and dense/
 scores.
 """
 
+import copy
 import random
 from array import array
 
@@ -156,7 +157,7 @@ def check(image, cases, aligns=(4, 1)):
     Python reference."""
     bad = []
     for name, args in cases:
-        ref_args = [record.clone(a) for a in args]
+        ref_args = [copy.deepcopy(a) for a in args]
         ret = getattr(PY, name)(*ref_args)
         after = {i: bytes(a) for i, a in enumerate(ref_args) if isinstance(a, (array, bytearray))}
         for align in aligns:

@@ -22,7 +22,6 @@ glue is not timed on the emulated chip; it is put together from three measuremen
 glue cycles = binding + factor x VM.
 """
 
-import ctypes  # noqa: F401  (the child script uses it)
 import json
 import os
 import pickle

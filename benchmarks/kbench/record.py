@@ -13,7 +13,6 @@ distribution they have in training: pruned edges, sparse errors after max-pool a
 
 import copy
 import hashlib
-import os
 import sys
 from array import array
 from pathlib import Path
@@ -53,15 +52,6 @@ class Call:
 
 def _is_buf(v):
     return isinstance(v, (array, bytearray))
-
-
-def clone(v):
-    """A copy of a call's argument: buffers copied, scalars as they are."""
-    if isinstance(v, array):
-        return array(v.typecode, v)
-    if isinstance(v, bytearray):
-        return bytearray(v)
-    return v
 
 
 class Recorder:
@@ -107,7 +97,7 @@ class Recorder:
         calls = self.calls
 
         def rec(*args):
-            before = [clone(a) for a in args]
+            before = [copy.deepcopy(a) for a in args]
             ret = f(*args)
             after = {i: bytes(a) for i, a in enumerate(args) if _is_buf(a)}
             calls.append(Call(name, before, after, ret, self.where))

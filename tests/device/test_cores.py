@@ -5,9 +5,6 @@ threads run native code in parallel). Fixed-seed runs of every method with two
 cores equal the one-core mirror bit for bit, the splitter hands the upper half
 to the worker, errors there reach the caller, and a two-core step allocates
 nothing on MicroPython (the worker holding its own heap lock)."""
-import os
-import subprocess
-import sys
 import threading
 from array import array
 
@@ -16,17 +13,8 @@ import pytest
 import picotrain as pt
 from picotrain import cores, kernels, kernels_py
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPT = os.path.join(HERE, "scripts", "niti_run.py")
-DEVICE = os.path.join(os.path.dirname(os.path.dirname(HERE)), "device")
 METHODS = ["NITI", "StaticNITI", "PRIOT", "PRIOTS", "PRIOTS-w", "TinTin", "TinTin-b", "FQT", "PartialFQT",
            "PartialFQT-b"]
-
-
-def cpython(*args):
-    env = dict(os.environ, PYTHONPATH=DEVICE)
-    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
-                          env=env, check=True).stdout
 
 
 @pytest.fixture
@@ -38,18 +26,17 @@ def two_cores():
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_two_cores_train_the_same_bits_on_cpython(method):
-    one = cpython(method, "numpy", "40")
-    assert cpython(method, "numpy", "40", "2") == one
-    assert cpython(method, "python", "40", "2") == one
+def test_two_cores_train_the_same_bits_on_cpython(niti_run, method):
+    one = niti_run.cpython(method, "numpy", "40")
+    assert niti_run.cpython(method, "numpy", "40", "2") == one
+    assert niti_run.cpython(method, "python", "40", "2") == one
     assert "crc" in one
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_two_cores_under_micropython_match_the_mirror(micropython, method):
-    mp = micropython(open(SCRIPT).read().replace("sys.argv", "ARGV").replace(
-        "import sys\n", "import sys\nARGV = ['x', %r, 'python', '40', '2']\n" % method))
-    assert mp == cpython(method, "numpy", "40")
+def test_two_cores_under_micropython_match_the_mirror(niti_run, method):
+    mp = niti_run.micropython(method, "python", "40", "2")
+    assert mp == niti_run.cpython(method, "numpy", "40")
 
 
 def test_two_core_step_allocates_nothing(locked_steps):

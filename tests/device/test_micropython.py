@@ -1,28 +1,13 @@
 """Tier 2: the same device package under the MicroPython unix port, bit for bit
 with the CPython mirror; training steps under micropython.heap_lock()."""
-import os
-import subprocess
-import sys
-
 import pytest
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPT = os.path.join(HERE, "scripts", "niti_run.py")
-DEVICE = os.path.join(os.path.dirname(os.path.dirname(HERE)), "device")
-
-
-def cpython(*args):
-    env = dict(os.environ, PYTHONPATH=DEVICE)
-    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
-                          env=env, check=True).stdout
 
 
 @pytest.mark.parametrize("method", ["NITI", "StaticNITI", "PRIOT", "PRIOTS", "PRIOTS-w",
                                     "TinTin", "TinTin-b", "FQT", "PartialFQT", "PartialFQT-b"])  # issue 5: the last five
-def test_fixed_seed_run_matches_mirror(micropython, method):
-    mp = micropython(open(SCRIPT).read().replace("sys.argv", "ARGV").replace(
-        "import sys\n", "import sys\nARGV = ['x', %r, 'python', '40']\n" % method))
-    assert mp == cpython(method, "numpy", "40") == cpython(method, "python", "40")
+def test_fixed_seed_run_matches_mirror(niti_run, method):
+    mp = niti_run.micropython(method, "python", "40")
+    assert mp == niti_run.cpython(method, "numpy", "40") == niti_run.cpython(method, "python", "40")
     assert "crc" in mp
 
 
@@ -50,8 +35,7 @@ m2 = pt.load('mp.pt8')
 m2.save('mp2.pt8')
 print(m2.predict(array('b', range(16))))
 """, cwd=str(tmp_path))
-    sys.path.insert(0, DEVICE)
-    import picotrain as pt
+    import picotrain as pt  # the mirror (tests/conftest.py puts device/ on sys.path)
     m = pt.load(str(tmp_path / "mp.pt8"))
     assert m.layers[0].bias[1] == -77777 and m.meta == {"k": 1}
     p = str(tmp_path / "cp.pt8")

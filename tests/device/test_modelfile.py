@@ -1,5 +1,4 @@
 """The model file: round trip, every bad-file case, atomic save."""
-import os
 import struct
 from array import array
 

@@ -8,7 +8,6 @@ import pytest
 
 import picotrain as pt
 from picotrain import kernels as K, modelfile, partial
-from picotrain.rng import XorShift32
 
 
 from tinymodels import X, tiny  # noqa: E402,F401

@@ -9,6 +9,7 @@ kernel may touch, so one byte too far is a heap-buffer-overflow. The deliberate-
 that this set-up does catch an out-of-bounds read, an out-of-bounds write and undefined
 behaviour inside a kernel.
 """
+import copy
 import ctypes
 import os
 import re
@@ -397,20 +398,12 @@ class C:
             return lib.pt_score_update_s8(m.scores(scores, subset), m.buf(g), m.buf(w), shift, smax, n)
 
 
-def _copy(a):
-    if isinstance(a, array):
-        return array(a.typecode, a)
-    if isinstance(a, bytearray):
-        return bytearray(a)
-    return a
-
-
 def same(name, *args, outs=(), numpy=True):
     """Run kernel `name` in C, kernels_py (and kernels_np) on copies; the results and the
     buffers at positions `outs` must agree. Returns (result, [out buffers]) of C."""
     got = []
     for mod in (C, PY, NP) if numpy else (C, PY):
-        a = [_copy(v) for v in args]
+        a = [copy.deepcopy(v) for v in args]
         r = getattr(mod, name)(*a)
         got.append((r, [bytes(a[k]) for k in outs]))
     for other, mod in zip(got[1:], ("kernels_py", "kernels_np")):

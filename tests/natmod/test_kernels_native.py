@@ -5,13 +5,11 @@ rejects bad arguments with a clear error before touching memory; the backend is 
 Also the armv6m build (the Pico's): its header, its size and that it links no helper at all.
 """
 import binascii
+import copy
 import inspect
 import json
-import os
 import random
 import shutil
-import subprocess
-import sys
 from array import array
 from pathlib import Path
 
@@ -22,7 +20,6 @@ from picotrain import kernels, kernels_py as PY
 ROOT = Path(__file__).resolve().parents[2]
 NATMOD = ROOT / "natmod"
 DEVICE = ROOT / "device"
-NITI_RUN = ROOT / "tests" / "device" / "scripts" / "niti_run.py"
 
 
 # ------------------------------------------------------------- seeded cases --
@@ -223,17 +220,9 @@ def encode(v):
     return v
 
 
-def copy(v):
-    if isinstance(v, array):
-        return array(v.typecode, v)
-    if isinstance(v, bytearray):
-        return bytearray(v)
-    return v
-
-
 def run_reference(name, args, mod=PY):
     """[result, [hex of every buffer argument after the call, None for the others]]."""
-    a = [copy(v) for v in args]
+    a = [copy.deepcopy(v) for v in args]
     r = getattr(mod, name)(*a)
     return [r, [binascii.hexlify(bytes(v)).decode() if isinstance(v, (array, bytearray)) else None
                 for v in a]]
@@ -472,21 +461,13 @@ def test_backend_is_native_when_the_mpy_is_there(micropython, native):
         assert micropython("import picotrain\nprint(picotrain.backend())").strip() == "python"
 
 
-def cpython_run(*args):
-    env = dict(os.environ, PYTHONPATH=str(DEVICE))
-    return subprocess.run([sys.executable, str(NITI_RUN), *args], capture_output=True, text=True,
-                          env=env, check=True).stdout
-
-
 @pytest.mark.parametrize("cores", [1, 2])  # two: the big kernels split across two threads
 @pytest.mark.parametrize("method", ["NITI", "StaticNITI", "PRIOT", "PRIOTS", "PRIOTS-w",
                                     "TinTin", "TinTin-b", "FQT", "PartialFQT", "PartialFQT-b"])  # issue 5: the last five
-def test_fixed_seed_run_native_matches_mirror(micropython, native, method, cores):
-    script = NITI_RUN.read_text().replace("sys.argv", "ARGV").replace(
-        "import sys\n", "import sys\nARGV = ['x', %r, 'native', '40', '%d']\n" % (method, cores), 1)
-    mp = micropython(script + "\nprint(pt.backend())", path=(native[0],))
+def test_fixed_seed_run_native_matches_mirror(niti_run, native, method, cores):
+    mp = niti_run.micropython(method, "native", "40", str(cores), path=(native[0],), then="\nprint(pt.backend())")
     assert mp.splitlines()[-1] == ("native" if cores == 1 else "native, 2 cores")
-    assert "\n".join(mp.splitlines()[:-1]) + "\n" == cpython_run(method, "numpy", "40")
+    assert "\n".join(mp.splitlines()[:-1]) + "\n" == niti_run.cpython(method, "numpy", "40")
     assert "crc" in mp
 
 

@@ -5,8 +5,6 @@ Longer soak: PICOTRAIN_SOAK_STEPS=200000 pytest tests/reliability -k soak -s
 """
 import os
 
-import pytest
-
 STEPS = int(os.environ.get("PICOTRAIN_SOAK_STEPS", "3000"))
 
 SCRIPT = """

@@ -1,12 +1,11 @@
-# A fixed-seed training run (NITI, StaticNITI, PRIOT, PRIOTS, PRIOTS-w, TinTin, TinTin-b, FQT,
+# A fixed-seed training run on tinymodels.cnn(2024) (NITI, StaticNITI, PRIOT, PRIOTS, PRIOTS-w, TinTin, TinTin-b, FQT,
 # PartialFQT, PartialFQT-b) that prints a digest of the final model.
 # Runs unchanged on CPython (the mirror) and under the MicroPython unix port;
 # tests compare the outputs. argv: method backend steps [cores]
 import sys
-from array import array
 
 import picotrain as pt
-from picotrain.rng import XorShift32
+import tinymodels  # tests/device
 
 method = sys.argv[1] if len(sys.argv) > 1 else "NITI"
 backend = sys.argv[2] if len(sys.argv) > 2 else "python"
@@ -14,21 +13,7 @@ steps = int(sys.argv[3]) if len(sys.argv) > 3 else 40
 pt.use_backend(backend)
 pt.use_cores(int(sys.argv[4]) if len(sys.argv) > 4 else 1, min_work=0)  # two: every call split, same bits
 
-r = XorShift32(2024)
-m = pt.Model([pt.Conv2d(1, 4, 3, pad=1), pt.ReLU(), pt.MaxPool2d(2),
-              pt.Conv2d(4, 6, 3, stride=1), pt.ReLU(), pt.Flatten(), pt.Linear(24, 5)], (1, 8, 8))
-for l in m.param_layers():
-    l.weight.data = array("b", [r.below(81) - 40 for _ in range(l.weight.size)])
-    l.weight.exp = -7
-data = []
-for i in range(20):
-    label = r.below(5)
-    # a class-dependent bright square on noise: learnable, deterministic
-    x = array("b", [r.below(30) for _ in range(64)])
-    for dy in range(3):
-        for dx in range(3):
-            x[(label + dy) * 8 + label + dx] = 100 + r.below(27)
-    data.append((x, label))
+m, data = tinymodels.cnn(2024)
 if method not in ("NITI", "TinTin", "TinTin-b", "FQT", "PartialFQT", "PartialFQT-b"):
     pt.calibrate(m, data)
 if method == "StaticNITI":
