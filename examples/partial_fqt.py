@@ -32,12 +32,7 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (os.path.join(ROOT, "device"), ROOT, os.path.join(ROOT, "examples")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_v, "1")
+from common import ROOT, shuffled_epochs  # first: the repository on sys.path, one BLAS thread
 
 import picotrain as pt  # noqa: E402
 
@@ -67,15 +62,9 @@ def run_one(args):
     model = pt.load(pretrained(cfg, seed))
     before = pt.evaluate(model, test, dynamic=True)
     t = make(model, spec)
-    order = list(range(len(train)))
-    sh = pt.XorShift32(1000 + seed)
     epochs = []
-    for ep in range(cfg["epochs"]):
-        sh.shuffle(order)
-        t0 = time.time()
-        tr = t.epoch([train[j] for j in order])
-        dt = time.time() - t0
-        epochs.append(dict(epoch=ep + 1, train_acc=tr, test_acc=t.evaluate(test),
+    for ep, tr, dt in shuffled_epochs(t, train, cfg["epochs"], seed):
+        epochs.append(dict(epoch=ep, train_acc=tr, test_acc=t.evaluate(test),
                            ms_per_step=1000 * dt / len(train)))
     best = max(range(len(epochs)), key=lambda i: (epochs[i]["train_acc"], -i))
     counts = [list(l.upd_count) for l in model.param_layers()] if hasattr(model.layers[0], "upd_count") else None

@@ -38,14 +38,7 @@ import sys
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (os.path.join(ROOT, "device"), ROOT):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
-# One thread per worker process: the caller chooses the parallelism (--jobs).
-for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_v, "1")
+from common import ROOT, shuffled_epochs  # first: the repository on sys.path, one BLAS thread
 
 import picotrain as pt  # noqa: E402
 
@@ -139,46 +132,10 @@ def prepare_seed(cfg, seed):
     return base
 
 
-def calibrate_all_samples(model, data):
-    """Static scales with every sample voting on the backward scales: what
-    picotrain.calibrate did before commit b9829ff. A sample the model gets right
-    with > ~99.6% confidence sends an all-zero error back (shift 0, gradient bit
-    length 0); at 30 degrees about half the transfer-train samples are such, so
-    this rule gives bshift = 0 and gbits = 0 for every layer. Kept to show what
-    that does (the report's last section); the table uses picotrain.calibrate."""
-    from array import array
-    from picotrain import kernels as K
-    out = pt.calibrate(model, data)  # forward shifts: every sample counts in both rules
-    layers = model.layers
-    plist = [i for i, l in enumerate(layers) if l.has_params]
-    hist = {(i, k): {} for i in plist for k in (1, 2)}
-    g = array("i", bytes(4 * max(layers[i].grad_size() for i in plist)))
-    for x, label in data:
-        y = model._forward(x, True)
-        e = model.errs[-1]
-        K.softmax_xent_s8(y.data, y.size, y.exp, label, e.data, model.ws.acc)
-        e.exp = -7
-        for i in range(len(layers) - 1, plist[0] - 1, -1):
-            l = layers[i]
-            if i > plist[0]:
-                l.backward_input(model.errs[i], model.errs[i - 1], model.ws, True)
-            if l.has_params:
-                l.grad(model.errs[i], model.acts[i - 1] if i > 0 else model._x, g)
-                for k, v in ((1, l.last_bshift if i > plist[0] else None), (2, K.bitlen_s32(g, l.grad_size()))):
-                    if v is not None:
-                        hist[(i, k)][v] = hist[(i, k)].get(v, 0) + 1
-
-    def mode(h):  # most frequent; ties: the larger (as picotrain.calibrate)
-        return max(h.items(), key=lambda kv: (kv[1], kv[0]))[0] if h else None
-
-    for i in plist:
-        l = layers[i]
-        l.bshift, l.gbits = mode(hist[(i, 1)]), mode(hist[(i, 2)])
-        out[i] = (out[i][0], l.bshift, l.gbits)
-    return out
-
-
-CALIBRATIONS = {"library": lambda model, data: pt.calibrate(model, data), "all-samples": calibrate_all_samples}
+# "all-samples": every sample votes on the backward scales, what picotrain.calibrate
+# did before commit b9829ff (kept to show what that does: the report's last section).
+CALIBRATIONS = {"library": lambda model, data: pt.calibrate(model, data),
+                "all-samples": lambda model, data: pt.calibrate(model, data, all_samples=True)}
 
 
 def prepare_angle(cfg, seed, angle):
@@ -242,21 +199,18 @@ def run_one(cfg, row_key, spec, seed, angle, progress=None):
     model = pt.load(cal + ".pt8")
     trainer = build_trainer(model, spec, seed)
     players = [(i, l) for i, l in enumerate(model.layers) if l.has_params]
-    order = list(range(len(train)))
-    shuffler = pt.XorShift32(1000 + seed)
     epochs = []
     t_start = time.time()
-    for ep in range(cfg["epochs"]):
-        shuffler.shuffle(order)
-        data = [train[j] for j in order]
+
+    def reset_sat():  # counters per epoch
         for _, l in players:
             l.sat_fwd = l.sat_bwd = l.sat_upd = 0
-        t0 = time.time()
-        tr = trainer.epoch(data)
-        dt = time.time() - t0
+    reset_sat()
+    for ep, tr, dt in shuffled_epochs(trainer, train, cfg["epochs"], seed):
         sat = {str(i): [l.sat_fwd, l.sat_bwd, l.sat_upd] for i, l in players}  # before testing touches sat_fwd
         te = trainer.evaluate(test)  # the way the method runs: static or dynamic shifts
-        row = dict(epoch=ep + 1, train_acc=tr, test_acc=te, seconds=round(dt, 3), sat=sat)
+        reset_sat()
+        row = dict(epoch=ep, train_acc=tr, test_acc=te, seconds=round(dt, 3), sat=sat)
         if model.pruned:
             row["pruned"] = pt.pruned_fraction(model)
         epochs.append(row)

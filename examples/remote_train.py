@@ -22,9 +22,7 @@ import os
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, ".."))
-sys.path.insert(0, os.path.join(HERE, "..", "device"))
+import common  # noqa: F401  (first: the repository on sys.path)
 
 import picotrain as pt  # noqa: E402
 from picotrain.data import Dataset  # noqa: E402

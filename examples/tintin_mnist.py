@@ -25,12 +25,7 @@ import shlex
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (os.path.join(ROOT, "device"), ROOT):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_v, "1")
+from common import ROOT, shuffled_epochs  # first: the repository on sys.path, one BLAS thread
 
 import picotrain as pt  # noqa: E402
 
@@ -116,16 +111,10 @@ def run_int(cfg, spec):
     spec = dict(spec)
     cls = getattr(pt, spec.pop("method"))
     t = cls(model, **spec)
-    order = list(range(len(train)))
-    sh = pt.XorShift32(1000 + cfg["seed"])
     epochs = []
     t0 = time.time()
-    for ep in range(cfg["epochs"]):
-        sh.shuffle(order)
-        e0 = time.time()
-        tr = t.epoch([train[j] for j in order])
-        dt = time.time() - e0
-        epochs.append(dict(epoch=ep + 1, train_acc=tr, test_acc=t.evaluate(test),
+    for ep, tr, dt in shuffled_epochs(t, train, cfg["epochs"], cfg["seed"]):
+        epochs.append(dict(epoch=ep, train_acc=tr, test_acc=t.evaluate(test),
                            ms_per_step=round(1000 * dt / len(train), 3)))
     out = dict(epochs=epochs, seconds=round(time.time() - t0, 1), memory=int_memory(t))
     if isinstance(t, pt.TinTin):

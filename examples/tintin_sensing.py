@@ -35,10 +35,7 @@ import shlex
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (os.path.join(ROOT, "device"), ROOT):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+from common import ROOT, shuffled_epochs  # first: the repository on sys.path, one BLAS thread
 
 import numpy as np  # noqa: E402
 
@@ -191,12 +188,8 @@ def run(task, method, cfg, data):
         else:
             t = pt.NITI(model, mu=cfg["mu"])
         train, test = samples(xtr, ytr), samples(xte, yte)
-        order = list(range(len(train)))
-        sh = pt.XorShift32(1000 + cfg["seed"])
-        for ep in range(cfg["epochs"]):
-            sh.shuffle(order)
-            tr = t.epoch([train[j] for j in order])
-            epochs.append(dict(epoch=ep + 1, train_acc=tr, test_acc=t.evaluate(test)))
+        for ep, tr, _ in shuffled_epochs(t, train, cfg["epochs"], cfg["seed"]):
+            epochs.append(dict(epoch=ep, train_acc=tr, test_acc=t.evaluate(test)))
         mem = t.nbytes() + sum(l.weight.size for l in model.param_layers())
     return dict(epochs=epochs, memory=mem, seconds=round(time.time() - t0, 1))
 

@@ -296,13 +296,15 @@ class StaticNITI(NITI):
     dynamic = False
 
 
-def calibrate(model, data, backward=True):
+def calibrate(model, data, backward=True, all_samples=False):
     """Static scales as the PRIOT paper sets them: run the dynamic passes over
     data, record every layer's shifts, keep the most frequent (ties: the
     larger, the safer against overflow). With backward=True (labels needed)
     also the error shifts and the bit length of each layer's weight gradient
     (gbits, which sets PRIOT's static score step), from the samples that send
-    the layer a non-zero error. Returns
+    the layer a non-zero error; all_samples=True lets every sample vote on
+    them (the rule before commit b9829ff: confident samples vote them down to
+    0; examples/priot_table.py shows what that does). Returns
     {layer index: (shift, bshift, gbits)}."""
     model.build(training=backward)
     layers = model.layers
@@ -336,7 +338,7 @@ def calibrate(model, data, backward=True):
                 # A sample that sends this layer no error (a confident, right
                 # prediction) says nothing about the error's scale: counting its
                 # zero shifts would let them win the vote and scale real errors away.
-                if gb:
+                if gb or all_samples:
                     count(i, 2, gb)
                     if i > plist[0]:
                         count(i, 1, l.last_bshift)

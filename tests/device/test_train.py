@@ -129,6 +129,10 @@ def test_calibration_ignores_samples_without_error():
     assert m.predict(right[0], dynamic=True) == 0
     pt.calibrate(m, [right] * 5 + [wrong] * 2)
     assert lin2.gbits > 0 and lin1.gbits > 0 and lin2.bshift > 0
+    shifts = (lin1.shift, lin2.shift)
+    pt.calibrate(m, [right] * 5 + [wrong] * 2, all_samples=True)  # the old rule: the five vote them to 0
+    assert lin2.gbits == lin1.gbits == lin2.bshift == 0
+    assert (lin1.shift, lin2.shift) == shifts
 
 
 @pytest.mark.parametrize("method", [pt.NITI, pt.TinTin, pt.FQT])

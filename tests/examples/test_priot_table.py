@@ -3,33 +3,17 @@ their table, JSON and plots; a second invocation resumes from the cache."""
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PNG = b"\x89PNG\r\n\x1a\n"
 
-
-def _source():
-    from host_tools import datasets
-    return "mnist" if (datasets.DEFAULT_MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists() else "digits"
-
-
-def _run(script, args, timeout=120):
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "examples", script)] + args,
-                       capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    assert p.returncode == 0, p.stdout + p.stderr
-    return p.stdout
-
-
-def test_priot_table_short_run(tmp_path):
+def test_priot_table_short_run(tmp_path, run_example, is_png, mnist_available):
     pytest.importorskip("torch")
     out, cache = tmp_path / "results", tmp_path / "cache"
-    args = ["--source", _source(), "--limit", "48", "--epochs", "2", "--seeds", "3", "--angles", "30",
+    source = "mnist" if mnist_available else "digits"
+    args = ["--source", source, "--limit", "48", "--epochs", "2", "--seeds", "3", "--angles", "30",
             "--jobs", "1", "--pretrain-epochs", "1", "--out-dir", str(out), "--cache-dir", str(cache)]
-    _run("priot_table.py", args)
+    run_example("priot_table.py", args, timeout=120)
 
     md = (out / "priot_table.md").read_text()
     assert "python examples/priot_table.py --source" in md  # the exact command at the top
@@ -42,7 +26,7 @@ def test_priot_table_short_run(tmp_path):
     assert "sat_fwd" in md and "sat_bwd" in md and "sat_upd" in md
     assert "## Reading the table" in md and "## If every sample votes on the backward scales" in md
     for png in ("priot_curves.png", "static_niti_saturation.png"):
-        assert (out / png).read_bytes()[:8] == PNG
+        assert is_png(out / png)
 
     blob = json.loads((out / "priot_table.json").read_text())
     assert len(blob["runs"]) == 7
@@ -58,18 +42,19 @@ def test_priot_table_short_run(tmp_path):
 
     # Resume: every run comes from the cache, the same numbers come out.
     cached = sorted(os.listdir(cache))
-    _run("priot_table.py", args)
+    run_example("priot_table.py", args, timeout=120)
     assert sorted(os.listdir(cache)) == cached
     blob2 = json.loads((out / "priot_table.json").read_text())
     assert [r["result"] for r in blob2["runs"]] == [r["result"] for r in blob["runs"]]
 
 
-def test_priot_params_short_run(tmp_path):
+def test_priot_params_short_run(tmp_path, run_example, is_png, mnist_available):
     pytest.importorskip("torch")
     out, cache = tmp_path / "results", tmp_path / "cache"
-    _run("priot_params.py", ["--source", _source(), "--limit", "32", "--epochs", "1", "--seeds", "3",
-                             "--angles", "45", "--groups", "mask_backward", "--jobs", "1", "--pretrain-epochs", "1",
-                             "--out-dir", str(out), "--cache-dir", str(cache)])
+    source = "mnist" if mnist_available else "digits"
+    run_example("priot_params.py", ["--source", source, "--limit", "32", "--epochs", "1", "--seeds", "3",
+                                    "--angles", "45", "--groups", "mask_backward", "--jobs", "1", "--pretrain-epochs", "1",
+                                    "--out-dir", str(out), "--cache-dir", str(cache)], timeout=120)
     md = (out / "priot_params.md").read_text()
     assert "## mask_backward" in md and "error through W*M" in md
-    assert (out / "priot_params.png").read_bytes()[:8] == PNG
+    assert is_png(out / "priot_params.png")
