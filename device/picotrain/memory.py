@@ -130,11 +130,10 @@ def preflight(t):
     need = _to_allocate(t, plan)
     extra = allowance(t.model)
     if free < need + extra:
-        total = plan["total"] if plan is not None else t.model.nbytes(training=True, static=not t.dynamic)
         raise MemoryError("%s needs %d bytes of training buffers (%d still to allocate, and about %d for "
                           "the objects around them) but only %d bytes are free after gc.collect(): try "
                           "batch=1, head_only=True, freeze=[...], PRIOTS, or a smaller model"
-                          % (t.name, total, need, extra, free))
+                          % (t.name, plan["total"], need, extra, free))
 
 
 def _resolve(method):

@@ -193,12 +193,6 @@ class TinTin(Trainer):
         scratch = big + 1 + 4 + (4 * big if self.batch > 1 else 0)
         return {"gradients": 4 * sum(sizes), "scratch": scratch, "tables": self.table.nbytes()}
 
-    def _method_nbytes(self):
-        n = 0
-        for v in self._plan_nbytes().values():
-            n += v
-        return n
-
     # ------------------------------------------------------ the rescale --
     def _fit(self, M, T, Sa, Ua, Da, only0):
         """Choose the largest factor r = 2**-s (4/3)**u (4/5)**d with
