@@ -60,7 +60,6 @@ class FQT(NITI):
         # (_apply): NITI.__init__ is skipped, FQT has a learning rate, not mu.
         Trainer.__init__(self, model, **kw)
 
-
     def _shift(self, layer, g, n, gexp):
         """Total shift from the int32 gradient to the step: s to int8 (the
         FQT gradient), then w_exp + lr - g8_exp for the learning rate (never
@@ -68,7 +67,6 @@ class FQT(NITI):
         s = _dyn(K.bitlen_s32(g, n))
         r = layer.weight.exp + self.lr - (gexp + s)
         return s + (r if r > 0 else 0)
-
 
     def _apply(self):
         layers = self.model.layers

@@ -217,7 +217,7 @@ static void get_scores(qstr fn, mp_obj_t scores, mp_obj_t subset, int32_t n, int
     if (subset != mp_const_none) {
         sc->subset = BUF(fn, MP_QSTR_subset, subset, K_U8, READ, (int32_t)(((uint32_t)n + 7u) >> 3),
                          "one bit per edge");
-        m = pt_popcount_bits(sc->subset, n);
+        m = (int32_t)pt_popcount_range(sc->subset, 0, (uint32_t)n);
     }
     sc->data = get_buf(fn, MP_QSTR_scores, scores, K_SCORES, write, m,
                        sc->subset ? "one per set bit of subset" : "one per edge", &tc);

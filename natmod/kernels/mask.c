@@ -1,24 +1,36 @@
 /* mask.c - edge-popup (PRIOT) masks: which edges are kept, a materialised
- * masked copy of the weights, and the count of compact scores. */
+ * masked copy of the weights, and the count of compact scores (set bits of
+ * a PRIOT-S subset bitmap). */
 #include "picotrain_kernels.h"
 
-int32_t pt_popcount_bits(const uint8_t *bits, int32_t n) {
-    uint32_t count = 0;
-    int32_t j = 0;
-    /* whole bytes up to a word boundary, then words, then bytes, then the last bits */
-    for (; j + 8 <= n && !PT_ALIGNED4(bits); j += 8) {
-        count += pt_popcount32(*bits++);
+/* Set bits of a byte, from two nibbles. */
+PT_INLINE uint32_t popcount8(uint32_t b) {
+    static const uint8_t nib[16] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
+    return (uint32_t)nib[b & 15u] + nib[(b >> 4) & 15u];
+}
+
+uint32_t pt_popcount_range(const uint8_t *bits, uint32_t j0, uint32_t n) {
+    uint32_t c = 0, j = j0, end = j0 + n;
+    while (j < end && (j & 7u)) {
+        c += (bits[j >> 3] >> (j & 7u)) & 1u;
+        j++;
     }
-    for (; j + 32 <= n; j += 32, bits += 4) {
-        count += pt_popcount32(*(const pt_u32a *)bits);
+    /* long ranges (a layer's count): bytes up to a word boundary, then 32 bits at a time */
+    if (end - j >= 64u) {
+        for (; !PT_ALIGNED4(bits + (j >> 3)); j += 8u) {
+            c += popcount8(bits[j >> 3]);
+        }
+        for (; j + 32u <= end; j += 32u) {
+            c += pt_popcount32(*(const pt_u32a *)(bits + (j >> 3)));
+        }
     }
-    for (; j + 8 <= n; j += 8) {
-        count += pt_popcount32(*bits++);
+    for (; j + 8u <= end; j += 8u) {
+        c += popcount8(bits[j >> 3]);
     }
-    if (j < n) {
-        count += pt_popcount32(*bits & ((1u << (n - j)) - 1u));
+    for (; j < end; j++) {
+        c += (bits[j >> 3] >> (j & 7u)) & 1u;
     }
-    return (int32_t)count;
+    return c;
 }
 
 uint32_t pt_mask_range_s8(const int8_t *w, const pt_scores_t *sc, int32_t thr, uint32_t j0, uint32_t si,

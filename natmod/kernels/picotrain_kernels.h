@@ -314,29 +314,18 @@ PT_INLINE uint32_t pt_lowest_bit(uint32_t v) {
     return pos[((v & (0u - v)) * 0x077CB531u) >> 27];
 }
 
-/* Number of set bits among the first n bits of a bitmap (compact scores). */
-int32_t pt_popcount_bits(const uint8_t *bits, int32_t n);
-
 /* The first 8-byte group of p[0 : end - p] (p 4-aligned, end - p a multiple
  * of 8) holding an int8 below thr, with below = (thr + 128) * 0x01010101 and
  * -127 <= thr <= 0 (biased by 128, "a byte < thr + 128 <= 128" is exact);
  * end when there is none (score.c; eight bytes in 15 cycles on the M0+). */
 const int8_t *pt_find_below_s8(const int8_t *p, const int8_t *end, uint32_t below);
 
-/* Number of set bits of bits[j0 .. j0 + n) (score.c). */
+/* Number of set bits of bits[j0 .. j0 + n) (compact scores; mask.c). */
 uint32_t pt_popcount_range(const uint8_t *bits, uint32_t j0, uint32_t n);
 
-/* Number of scored edges among the edges [j, j + n) of *sc; many of them from a
- * byte boundary (a whole layer's count) a word at a time. */
+/* Number of scored edges among the edges [j, j + n) of *sc. */
 PT_INLINE uint32_t pt_scores_in(const pt_scores_t *sc, uint32_t j, uint32_t n) {
-    if (sc->subset == NULL) {
-        return n;
-    }
-    j += sc->edge0;
-    if (n >= 64u && (j & 7u) == 0) {
-        return (uint32_t)pt_popcount_bits(sc->subset + (j >> 3), (int32_t)n);
-    }
-    return pt_popcount_range(sc->subset, j, n);
+    return sc->subset == NULL ? n : pt_popcount_range(sc->subset, sc->edge0 + j, n);
 }
 
 /* The score step with g = 0 on scores[si .. si + n): clamps the scores

@@ -36,7 +36,6 @@ int32_t pt_bitlen_u32(uint32_t x) {
     return n;
 }
 
-/* bitlen(max |v|) = bitlen(|v0| | |v1| | ...): the OR has the same top bit. */
 /* The bit length of max |acc| is that of the OR of every |acc|: the OR of
  * the magnitudes, four at a time, a group of four zeros (int32 gradients are
  * mostly 0) skipped after one test. */

@@ -45,36 +45,6 @@ int32_t pt_score_step(const pt_scores_t *sc, uint32_t si, int32_t g, int32_t w, 
     return pt_score_apply(sc, si, g, w, shift, smax);
 }
 
-/* Number of set bits of bits[j0 .. j0 + n). */
-PT_INLINE uint32_t popcount8(uint32_t b) {
-    static const uint8_t nib[16] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
-    return (uint32_t)nib[b & 15u] + nib[(b >> 4) & 15u];
-}
-
-uint32_t pt_popcount_range(const uint8_t *bits, uint32_t j0, uint32_t n) {
-    uint32_t c = 0, j = j0, end = j0 + n;
-    while (j < end && (j & 7u)) {
-        c += (bits[j >> 3] >> (j & 7u)) & 1u;
-        j++;
-    }
-    /* long ranges (issue 8): bytes up to a word boundary, then 32 bits at a time */
-    if (end - j >= 64u) {
-        for (; !PT_ALIGNED4(bits + (j >> 3)); j += 8u) {
-            c += popcount8(bits[j >> 3]);
-        }
-        for (; j + 32u <= end; j += 32u) {
-            c += pt_popcount32(*(const pt_u32a *)(bits + (j >> 3)));
-        }
-    }
-    for (; j + 8u <= end; j += 8u) {
-        c += popcount8(bits[j >> 3]);
-    }
-    for (; j < end; j++) {
-        c += (bits[j >> 3] >> (j & 7u)) & 1u;
-    }
-    return c;
-}
-
 const int8_t *pt_find_below_s8(const int8_t *p, const int8_t *end, uint32_t below) {
     const uint32_t hi = 0x80808080u;
 #if PT_ASM_M0
@@ -268,7 +238,6 @@ static int32_t score_list_s8(const int32_t *lp, const int32_t *end, const int8_t
 
 #define SUBSET_ROW_MAX 256   /* row length of the PRIOT-S row path (its tables on the stack) */
 
-/* Set bits of a byte, from two nibbles. */
 /* Bits j .. j + nb of a bitmap as a word (nb <= 32), any alignment: reads only
  * the bytes holding them. */
 PT_INLINE uint32_t bits_at(const uint8_t *bits, uint32_t j, uint32_t nb) {

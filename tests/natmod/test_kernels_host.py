@@ -143,7 +143,7 @@ P = ctypes.POINTER
 SIGS = {  # name: (restype, argtypes); vp = a buffer
     "pt_udiv_u32": (u32, [u32, u32]),
     "pt_bitlen_u32": (i32, [u32]),
-    "pt_popcount_bits": (i32, [vp, i32]),
+    "pt_popcount_range": (u32, [vp, u32, u32]),
     "pt_bitlen_s32": (i32, [vp, i32]),
     "pt_requant_s32_s8": (i32, [vp, vp, i32, i32]),
     "pt_bias_add_s32": (None, [vp, vp, i32, i32, i32]),
@@ -711,9 +711,10 @@ class Sanitized:
         smax = data.draw(st.sampled_from([0, lim]) | st.integers(0, lim))
         same("score_update_s8", scores, None, a32(g), a8(w), shift, smax, n, outs=(0,), numpy=shift <= 62)
 
-    @given(st.binary(max_size=12), st.data())
-    def test_popcount_bits(self, bits, data):
-        n = data.draw(st.integers(0, 8 * len(bits)))
+    @given(st.binary(max_size=24), st.data())
+    def test_popcount_range(self, bits, data):
+        j0 = data.draw(st.integers(0, 8 * len(bits)))
+        n = data.draw(st.integers(0, 8 * len(bits) - j0))
         with Heap() as m:
-            got = lib.pt_popcount_bits(m.buf(bytearray(bits)), n)
-        assert got == sum((bits[j >> 3] >> (j & 7)) & 1 for j in range(n))
+            got = lib.pt_popcount_range(m.buf(bytearray(bits)), j0, n)
+        assert got == sum((bits[j >> 3] >> (j & 7)) & 1 for j in range(j0, j0 + n))
