@@ -295,30 +295,10 @@ static void dot1_list_masked(const int32_t *lp, const int32_t *end, const int8_t
     *acc = a;
 }
 
-/* Word q of the n bits of a bitmap from bit p0 on (bits past n cleared), any
- * alignment; p0 is not a multiple of 8 in a channel range's view, then the
- * word spans five bytes. */
-PT_INLINE uint32_t bits_word(const uint8_t *bits, uint32_t p0, uint32_t q, uint32_t n) {
-    const uint32_t p = p0 + 32u * q, sh = p & 7u, left = n - 32u * q;   /* left > 0 */
-    const uint32_t want = sh + left;   /* bits of b that matter (more than 32: all) */
-    const uint8_t *b = bits + (p >> 3);
-    uint32_t v = b[0];
-    if (want > 8u) {
-        v |= (uint32_t)b[1] << 8;
-    }
-    if (want > 16u) {
-        v |= (uint32_t)b[2] << 16;
-    }
-    if (want > 24u) {
-        v |= (uint32_t)b[3] << 24;
-    }
-    if (sh) {
-        v >>= sh;
-        if (want > 32u) {
-            v |= (uint32_t)b[4] << (32u - sh);
-        }
-    }
-    return left >= 32u ? v : v & ((1u << left) - 1u);
+/* Word q of the view's n subset bits (bits past n cleared). */
+PT_INLINE uint32_t subset_word(const pt_scores_t *sc, uint32_t q, uint32_t n) {
+    const uint32_t left = n - 32u * q;   /* > 0 */
+    return pt_bits_at(sc->subset, sc->edge0 + 32u * q, left < 32u ? left : 32u);
 }
 
 /* The index of the first pruned score (< thr) of s[i .. m), m when there is
@@ -356,7 +336,7 @@ static PT_NOINLINE void fc_unprune_subset(const int8_t *x, const int8_t *w, cons
     uint32_t q = 0, before = 0, wq = 0, cq = 0;   /* bitmap word q, set bits in words < q, in word q */
     uint32_t row = 0, row_start = 0, si;           /* the row of the last pruned edge, its first edge */
     if (m) {
-        wq = bits_word(sc->subset, sc->edge0, 0, n);
+        wq = subset_word(sc, 0, n);
         cq = pt_popcount32(wq);
     }
     for (si = next_pruned(sc, fast, 0, m, thr); si < m; si = next_pruned(sc, fast, si + 1u, m, thr)) {
@@ -364,7 +344,7 @@ static PT_NOINLINE void fc_unprune_subset(const int8_t *x, const int8_t *w, cons
         while (before + cq <= si) {
             before += cq;
             q++;
-            wq = bits_word(sc->subset, sc->edge0, q, n);
+            wq = subset_word(sc, q, n);
             cq = pt_popcount32(wq);
         }
         for (v = wq, r = si - before; r; r--) {

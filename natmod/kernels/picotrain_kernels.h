@@ -320,6 +320,31 @@ PT_INLINE uint32_t pt_lowest_bit(uint32_t v) {
  * end when there is none (score.c; eight bytes in 15 cycles on the M0+). */
 const int8_t *pt_find_below_s8(const int8_t *p, const int8_t *end, uint32_t below);
 
+/* Bits j .. j + nb of a bitmap as a word, bit j lowest (1 <= nb <= 32), any
+ * alignment: reads only the bytes holding them (five when j is not a
+ * multiple of 8 and nb > 24: a channel range's view starts mid-byte). */
+PT_INLINE uint32_t pt_bits_at(const uint8_t *bits, uint32_t j, uint32_t nb) {
+    const uint8_t *b = bits + (j >> 3);
+    const uint32_t sh = j & 7u, want = sh + nb;   /* bits of b that matter */
+    uint32_t v = b[0];
+    if (want > 8u) {
+        v |= (uint32_t)b[1] << 8;
+    }
+    if (want > 16u) {
+        v |= (uint32_t)b[2] << 16;
+    }
+    if (want > 24u) {
+        v |= (uint32_t)b[3] << 24;
+    }
+    if (sh) {
+        v >>= sh;
+        if (want > 32u) {
+            v |= (uint32_t)b[4] << (32u - sh);
+        }
+    }
+    return nb < 32u ? v & ((1u << nb) - 1u) : v;
+}
+
 /* Number of set bits of bits[j0 .. j0 + n) (compact scores; mask.c). */
 uint32_t pt_popcount_range(const uint8_t *bits, uint32_t j0, uint32_t n);
 

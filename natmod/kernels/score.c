@@ -238,22 +238,6 @@ static int32_t score_list_s8(const int32_t *lp, const int32_t *end, const int8_t
 
 #define SUBSET_ROW_MAX 256   /* row length of the PRIOT-S row path (its tables on the stack) */
 
-/* Bits j .. j + nb of a bitmap as a word (nb <= 32), any alignment: reads only
- * the bytes holding them. */
-PT_INLINE uint32_t bits_at(const uint8_t *bits, uint32_t j, uint32_t nb) {
-    const uint8_t *p = bits + (j >> 3);
-    const uint32_t sh = j & 7u, nbytes = (sh + nb + 7u) >> 3;
-    uint32_t v = p[0], t;
-    for (t = 1; t < nbytes && t < 4u; t++) {
-        v |= (uint32_t)p[t] << (8u * t);
-    }
-    v >>= sh;
-    if (nbytes > 4u) {
-        v |= (uint32_t)p[4] << (32u - sh);   /* sh > 0 here */
-    }
-    return nb < 32u ? v & ((1u << nb) - 1u) : v;
-}
-
 /* PRIOT-S: the steps of one row of compact int8 scores s (those of edges j0 ..
  * j0 + n_in with their subset bit set, all in [-smax, smax]), e[o] = eo != 0,
  * only where x[i] != 0: the row's subset bits 32 at a time ANDed with xnz, the
@@ -266,7 +250,7 @@ static PT_NOINLINE int32_t score_row_subset_s8(const uint32_t *xnz, const int8_t
     uint32_t i0, k = 0;
     int32_t sat = 0;
     for (i0 = 0; i0 < (uint32_t)n_in; i0 += 32u) {
-        const uint32_t v = bits_at(bits, j0 + i0, (uint32_t)n_in - i0 < 32u ? (uint32_t)n_in - i0 : 32u);
+        const uint32_t v = pt_bits_at(bits, j0 + i0, (uint32_t)n_in - i0 < 32u ? (uint32_t)n_in - i0 : 32u);
         uint32_t a = v & xnz[i0 >> 5];
         while (a) {
             const uint32_t low = a & (0u - a), i = i0 + pt_lowest_bit(low);
