@@ -69,15 +69,16 @@ static void tap_range(int32_t kk, int32_t pad, int32_t stride, int32_t size, int
  * GCC from folding them back into the loop nest (and its register spills). */
 #define NOINLINE PT_NOINLINE
 
-/* op[0:n] += wv * xp[0], xp[stride], ...; stride 1 (the common case) has its
- * own loop, with four arguments, all in registers. */
-static NOINLINE void row_fwd1(int32_t *op, const int8_t *xp, int32_t n, int32_t wv) {
+/* op[0:n] += wv * src[0:n]: both passes' rows at stride 1 (the common case),
+ * four arguments, all in registers. */
+static NOINLINE void row_add1(int32_t *op, const int8_t *src, int32_t n, int32_t wv) {
     int32_t *end = op + n;
     while (op < end) {
-        *op++ += wv * *xp++;
+        *op++ += wv * *src++;
     }
 }
 
+/* op[0:n] += wv * xp[0], xp[stride], ... */
 static NOINLINE void row_fwd(int32_t *op, const int8_t *xp, int32_t n, int32_t wv, int32_t stride) {
     int32_t i = 0;
     for (; n > 0; n--, i += stride) {
@@ -86,13 +87,6 @@ static NOINLINE void row_fwd(int32_t *op, const int8_t *xp, int32_t n, int32_t w
 }
 
 /* op[0], op[stride], ... += wv * ep[0:n] */
-static NOINLINE void row_bwd1(int32_t *op, const int8_t *ep, int32_t n, int32_t wv) {
-    const int8_t *end = ep + n;
-    while (ep < end) {
-        *op++ += wv * *ep++;
-    }
-}
-
 static NOINLINE void row_bwd(int32_t *op, const int8_t *ep, int32_t n, int32_t wv, int32_t stride) {
     int32_t i = 0;
     for (; n > 0; n--, i += stride) {
@@ -158,7 +152,7 @@ static PT_NOINLINE void conv_fwd(const int8_t *x, const int8_t *w, const pt_scor
                     ooff = (co - c0) * plane + y0 * ow + x0;
                     for (oy = y0; oy < y1; oy++, xoff += xstep, ooff += ow) {
                         if (stride == 1) {
-                            row_fwd1(out + ooff, x + xoff, cnt, wv);
+                            row_add1(out + ooff, x + xoff, cnt, wv);
                         } else {
                             row_fwd(out + ooff, x + xoff, cnt, wv, stride);
                         }
@@ -209,7 +203,7 @@ static PT_NOINLINE void conv_bwd_generic(const int8_t *e, const int8_t *w, const
                     eoff = co * plane + y0 * ow + x0;
                     for (oy = y0; oy < y1; oy++, xoff += xstep, eoff += ow) {
                         if (stride == 1) {
-                            row_bwd1(out + xoff, e + eoff, cnt, wv);
+                            row_add1(out + xoff, e + eoff, cnt, wv);
                         } else {
                             row_bwd(out + xoff, e + eoff, cnt, wv, stride);
                         }
