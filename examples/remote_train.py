@@ -22,7 +22,9 @@ import os
 import sys
 import time
 
-import common  # noqa: F401  (first: the repository on sys.path)
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, os.path.join(HERE, "..", "device"))
 
 import picotrain as pt  # noqa: E402
 from picotrain.data import Dataset  # noqa: E402
