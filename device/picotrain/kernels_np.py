@@ -73,11 +73,14 @@ def topk_abs_s32(g, n, k, idx):
 
 
 def _bias_terms(bias, d):
-    """bias * 2**d as int64 (d < 0: rounded shift). A left shift past 32
-    saturates any non-zero int32 bias anyway: capped so int64 cannot overflow
-    (the reference shifts Python ints, then saturates)."""
+    """bias * 2**d as int64 (d < 0: rounded shift). From d = 32 on, any
+    non-zero bias saturates whatever it is added to (|sum| < 2**31 for every
+    caller), so sign(bias) * 2**32 stands in: bias << 32 itself would overflow
+    int64 in the sum for bias = -2**31 (the reference shifts Python ints)."""
     b = bias.astype(np.int64)
-    return b << min(d, 32) if d >= 0 else _round(b, -d)
+    if d >= 32:
+        return np.sign(b) << 32
+    return b << d if d >= 0 else _round(b, -d)
 
 
 def bias_add_s32(acc, bias, c, plane, d):

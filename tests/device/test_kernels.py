@@ -632,6 +632,10 @@ def test_extreme_shifts_and_exponents_agree():
         both("requant_s32_s8", a32([I32_MAX, I32_MIN, 5, -5]), a8([0] * 4), 4, s, outs=(1,))
     for d in (-127, -64, 31, 32, 40, 100):
         both("bias_add_s32", a32([1, -1, 0, 7]), a32([3, -2]), 2, 2, d, outs=(0,))
+        # -2**31 << 32 plus a negative sum overflowed int64 in kernels_np once
+        _, (o,) = both("bias_add_s32", a32([-5, 5]), a32([I32_MIN - 1, 1]), 2, 1, d, outs=(0,))
+        if d >= 32:
+            assert list(array("i", o)) == [I32_MIN, I32_MAX]
     both("acc_add_s32", a32([I32_MAX, I32_MIN]), a32([1, -1]), 2, 90, 70, outs=(0,))
 
 
