@@ -252,6 +252,11 @@ class Conv2d(_Param):
 class ReLU(Layer):
     kind = 3
     in_place = True
+    # Followed by MaxPool2d (Model sets it): ReLU and max-pooling commute, so
+    # the pool rectifies its four times smaller output, and sends no error
+    # back from a window whose maximum is <= 0, for this layer; the same bits
+    # everywhere, but this layer's own output (acts[i]) stays unrectified.
+    pooled = False
 
     def infer(self, s):
         return s
@@ -261,10 +266,12 @@ class ReLU(Layer):
         # new every step: a leading ReLU rectifies it) and exponent.
         y.data = x.data
         y.exp = x.exp
-        K.relu_s8(y.data, y.size)
+        if not self.pooled:
+            K.relu_s8(y.data, y.size)
 
     def backward_input(self, e, e_in, ws, dynamic):
-        K.relu_bwd_s8(self.y.data, e.data, e.size)  # e_in shares e's data
+        if not self.pooled:
+            K.relu_bwd_s8(self.y.data, e.data, e.size)  # e_in shares e's data
         e_in.exp = e.exp
 
 
@@ -285,6 +292,7 @@ class Flatten(Layer):
 
 class MaxPool2d(Layer):
     kind = 4
+    relu = False  # rectify the output: the ReLU before it is pooled (ReLU.pooled)
 
     def __init__(self, k=2):
         if k < 1:
@@ -308,9 +316,15 @@ class MaxPool2d(Layer):
 
     def forward(self, x, y, ws, dynamic):
         K.maxpool2d_s8_chw(x.data, y.data, self.idx, self.c, self.h, self.w, self.k)
+        if self.relu:
+            K.relu_s8(y.data, y.size)
         y.exp = x.exp
 
     def backward_input(self, e, e_in, ws, dynamic):
+        if self.relu:
+            # a window whose maximum was <= 0 sends nothing back (the ReLU's
+            # backward, here on e in place: nothing reads it after this)
+            K.relu_bwd_s8(self.y.data, e.data, e.size)
         K.maxpool2d_bwd_s8_chw(e.data, self.idx, e_in.data, self.c, self.h, self.w, self.k)
         e_in.exp = e.exp
 
@@ -337,6 +351,9 @@ class Model:
             except ValueError as e:
                 raise ValueError("layer %d (%r) does not chain: %s" % (i, layer, e))
         self.out_shape = s
+        for a, b in zip(self.layers, self.layers[1:]):
+            if isinstance(a, ReLU) and isinstance(b, MaxPool2d):
+                a.pooled = b.relu = True
         if len(s) != 1:
             raise ValueError("the last layer must give a vector of logits, got shape %r" % (s,))
         self.n_classes = s[0]

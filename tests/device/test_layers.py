@@ -153,3 +153,37 @@ def test_leading_relu_and_flatten_work():
     lin.weight.data = array("b", [1, 0, 0, 0, 0, 1, 0, 0])
     assert m.predict(array("b", [-5, 3, 0, 0])) == 1
 
+
+
+@pytest.mark.parametrize("backend", ["python", "numpy"])
+@pytest.mark.parametrize("method", ["NITI", "StaticNITI", "PRIOT"])
+def test_relu_then_maxpool_is_fused_with_the_same_bits(backend, method):
+    """A ReLU followed by MaxPool2d: the pool rectifies its output and sends no error back
+    from a window whose maximum is <= 0 (ReLU.pooled). Training gives the bits of the two
+    layers run one after the other, windows of negative values included."""
+    from tinymodels import cnn
+    pt.use_backend(backend)
+    try:
+        runs = []
+        for fused in (True, False):
+            m, data = cnn(2024)
+            r = XorShift32(5)
+            for x, _ in data:  # some all-negative windows (the model's inputs are >= 0)
+                for j in range(0, len(x), 3):
+                    x[j] = -1 - r.below(100)
+            relu, pool = m.layers[1], m.layers[2]
+            assert relu.pooled and pool.relu
+            if not fused:
+                relu.pooled = pool.relu = False
+            if method != "NITI":
+                pt.calibrate(m, data[:8])
+            t = getattr(pt, method)(m)
+            steps = [tuple(t.step(x, y)) for x, y in data * 2]
+            runs.append((steps, [bytes(l.weight.data) for l in m.param_layers()],
+                         [bytes(l.scores) for l in m.param_layers() if l.scores is not None],
+                         bytes(m.acts[2].data), bytes(m.errs[0].data)))
+            # the ReLU's own output: left as it was when fused, rectified in place when not
+            assert any(v < 0 for v in m.acts[1].data) == fused
+        assert runs[0] == runs[1]
+    finally:
+        pt.use_backend("auto")
