@@ -86,6 +86,8 @@ def work(name, a):
         return n_in * n_out, "MAC", "%d->%d" % (n_in, n_out)
     if name == "outer_s8_s32":
         return a[3] * a[4], "MAC", "%dx%d" % (a[3], a[4])
+    if name == "update_outer_s8":
+        return a[3] * a[4], "item", "%dx%d" % (a[3], a[4])
     if name == "fc_score_s8":
         return a[7] * a[8], "MAC", "%d->%d" % (a[7], a[8])
     if name.startswith("conv2d"):
@@ -108,7 +110,7 @@ def work(name, a):
 def _sparse_operands(name):
     """Positions of the activation / error buffers whose zeros the kernels may skip."""
     return {"fc_s8_s32": (0,), "fc_mask_s8_s32": (0,), "fc_t_s8_s32": (0,), "fc_t_mask_s8_s32": (0,),
-            "outer_s8_s32": (0, 1), "fc_score_s8": (0, 1), "conv2d_s8_s32_chw": (0,),
+            "outer_s8_s32": (0, 1), "update_outer_s8": (0, 1), "fc_score_s8": (0, 1), "conv2d_s8_s32_chw": (0,),
             "conv2d_mask_s8_s32_chw": (0,), "conv2d_t_s8_s32_chw": (0,), "conv2d_t_mask_s8_s32_chw": (0,),
             "conv2d_grad_s8_s32_chw": (0, 1), "conv2d_score_s8_chw": (0, 1), "conv2d_s8_s8_chw": (0,),
             "conv2d_mask_s8_s8_chw": (0,)}.get(name, ())
@@ -158,14 +160,10 @@ def baseline_image(rev):
     return emu.build_image(tmp)
 
 
-FUSED = ("conv2d_s8_s8_chw", "conv2d_mask_s8_s8_chw")
-
-
-def run_unfused(image, c):
-    """A fused conv + requant call (issue 8) run as the calls it replaces, conv2d_(mask_)s8_s32_chw
-    into a whole int32 map, bias_add_s32, requant_s32_s8 of its channels [c0, c1), on `image` (the
-    kernels before the fused one existed): (result with the summed cycles, differences from
-    the recorded output)."""
+def _unfused_conv(c):
+    """A fused conv + requant call (issue 8) as the calls it replaces: conv2d_(mask_)s8_s32_chw
+    into a whole int32 map, bias_add_s32, requant_s32_s8 of its channels [c0, c1).
+    Returns (steps, the output they leave, the fused call's)."""
     a = list(c.args)
     if c.name == "conv2d_s8_s8_chw":
         a = [a[0], a[1], None, None, 0, *a[2:]]
@@ -181,11 +179,37 @@ def run_unfused(image, c):
     if bias is not None:
         steps.append(("bias_add_s32", [acc, bias, c_out, plane, d]))
     part = array("b", bytes((c1 - c0) * plane))
-    steps.append(("requant_s32_s8", [None, part, (c1 - c0) * plane, shift]))
+    # its input is the int32 map's channels [c0, c1), once the calls above have made it
+    steps.append(("requant_s32_s8", [lambda: array("i", acc[c0 * plane:c1 * plane]), part, (c1 - c0) * plane, shift]))
+    return steps, part, c.after[5 if c.name == "conv2d_mask_s8_s8_chw" else 2][c0 * plane:c1 * plane]
+
+
+def _unfused_update(c):
+    """A fused Linear update (update_outer_s8, a whole layer) as outer_s8_s32 into an int32
+    gradient, bitlen_s32 and update_s8 by bitlen - mu."""
+    e, x, w, n_out, n_in, mu = c.args[:6]
+    n = n_out * n_in
+    g = array("i", bytes(4 * n))  # the gradient, once the first call has made it
+    ref = array("i", g)
+    PY.outer_s8_s32(e, x, ref, n_out, n_in)
+    w2 = array("b", w)
+    steps = [("outer_s8_s32", [e, x, g, n_out, n_in]), ("bitlen_s32", [g, n]),
+             ("update_s8", [w2, g, n, PY.bitlen_s32(ref, n) - mu])]
+    return steps, w2, c.after[2]
+
+
+UNFUSED = {"conv2d_s8_s8_chw": _unfused_conv, "conv2d_mask_s8_s8_chw": _unfused_conv,
+           "update_outer_s8": _unfused_update}
+
+
+def run_unfused(image, c):
+    """A fused call (issue 8: UNFUSED) run as the calls it replaces on `image` (the kernels
+    before the fused one existed): (result with the summed cycles, differences from the
+    recorded output)."""
+    steps, out, want = UNFUSED[c.name](c)
     cycles, bad = 0, []
     for name, args in steps:
-        if name == "requant_s32_s8":
-            args[0] = array("i", acc[c0 * plane:c1 * plane])
+        args[:] = [a() if callable(a) else a for a in args]
         ref = [copy.deepcopy(v) for v in args]
         ret = getattr(PY, name)(*ref)
         res = emu.run_call(image, name, args)
@@ -195,7 +219,7 @@ def run_unfused(image, c):
         for i, v in enumerate(ref):  # the next call reads what this one wrote
             if isinstance(v, array):
                 args[i][:] = v
-    if bytes(part) != c.after[5 if c.name == "conv2d_mask_s8_s8_chw" else 2][c0 * plane:c1 * plane]:
+    if bytes(out) != want:
         bad.append("the unfused calls' output differs from the fused call's")
     res.cycles = cycles
     return res, bad
@@ -210,7 +234,7 @@ def run_method(method, model_path, model, samples, images, dense=True, bind_imag
         macs, unit, shape = work(c.name, c.args)
         row = {"layer": c.layer, "kernel": c.name, "shape": shape, "work": macs, "unit": unit}
         for key, image in images.items():
-            if key == "before" and c.name in FUSED:
+            if key == "before" and c.name in UNFUSED:
                 res, bad = run_unfused(image, c)
             else:
                 res = emu.run_call(image, c.name, c.args)

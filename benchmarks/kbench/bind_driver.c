@@ -67,7 +67,7 @@ static const bind_fn_t FUNS[] = {
     b_fc_s8_s32, b_fc_t_s8_s32, b_outer_s8_s32,
     b_conv2d_s8_s32_chw, b_conv2d_t_s8_s32_chw, b_conv2d_grad_s8_s32_chw,
     b_relu_s8, b_relu_bwd_s8, b_maxpool2d_s8_chw, b_maxpool2d_bwd_s8_chw,
-    b_argmax_s8, b_softmax_xent_s8, b_update_s8,
+    b_argmax_s8, b_softmax_xent_s8, b_update_s8, b_update_outer_s8,
     b_mask_s8, b_fc_mask_s8_s32, b_fc_t_mask_s8_s32,
     b_conv2d_mask_s8_s32_chw, b_conv2d_t_mask_s8_s32_chw,
     b_fc_score_s8, b_conv2d_score_s8_chw, b_score_update_s8,

@@ -122,6 +122,9 @@ def _plan(name, a):
         return "pt_softmax_xent_s8", [B(a[0]), a[1], _shift(a[2]), a[3], B(a[4]), B(a[5])], {0: 0, 4: 4, 5: 5}
     if name == "update_s8":
         return "pt_update_s8", [B(a[0]), B(a[1]), a[2], _shift(a[3]), *_range(a, 4, a[2])], {0: 0, 1: 1}
+    if name == "update_outer_s8":
+        return "pt_update_outer_s8", [B(a[0]), B(a[1]), B(a[2]), a[3], a[4], a[5], *_range(a, 6, a[3])], \
+            {0: 0, 1: 1, 2: 2}
     if name == "rescale_s32_s8":
         return "pt_rescale_s32_s8", [B(a[0]), B(a[1]), a[2], a[3], a[4]], {0: 0, 1: 1}
     if name == "topk_abs_s32":
@@ -216,8 +219,9 @@ def run_call(image, name, args, trace=False, align=4):
     return r
 
 
-RETURNS = {"bitlen_s32", "requant_s32_s8", "argmax_s8", "softmax_xent_s8", "update_s8", "rescale_s32_s8",
-           "fc_score_s8", "conv2d_score_s8_chw", "score_update_s8", "conv2d_s8_s8_chw", "conv2d_mask_s8_s8_chw"}
+RETURNS = {"bitlen_s32", "requant_s32_s8", "argmax_s8", "softmax_xent_s8", "update_s8", "update_outer_s8",
+           "rescale_s32_s8", "fc_score_s8", "conv2d_score_s8_chw", "score_update_s8", "conv2d_s8_s8_chw",
+           "conv2d_mask_s8_s8_chw"}
 
 
 def check_call(res, name, after, ret):
@@ -245,8 +249,8 @@ def binding_cflags():
     spec.loader.exec_module(mod)
     mpy_dir = mod.micropython_dir()
     config = ROOT / "natmod" / "build" / "kernels" / "armv6m" / "kernels.config.h"
-    if not config.exists():
-        mod.build_module(KERNELS, "armv6m", mpy_dir)
+    if not config.exists() or config.stat().st_mtime < (KERNELS / "binding.c").stat().st_mtime:
+        mod.build_module(KERNELS, "armv6m", mpy_dir)  # its qstrs are binding.c's
     flags = [f for f in mod.CFLAGS + mod.CFLAGS_EXTRA if f != "-Werror"]
     return tuple(flags + ["-DMICROPY_FLOAT_IMPL=MICROPY_FLOAT_IMPL_FLOAT", "-I%s" % mpy_dir,
                           "-DMP_CONFIGFILE=<%s>" % config, "-Wno-unused-function"])

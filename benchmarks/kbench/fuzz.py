@@ -103,6 +103,8 @@ def calls(seed=1, n_conv=24, n_fc=12, n_elem=12):
         out.append(("fc_s8_s32", [x, w, array("i", [7] * n_out), n_in, n_out]))
         out.append(("fc_t_s8_s32", [e, w, array("i", [7] * n_in), n_in, n_out]))
         out.append(("outer_s8_s32", [e, x, array("i", [7] * (n_in * n_out)), n_out, n_in]))
+        out.append(("update_outer_s8", [e, x, _s8(rng, n_in * n_out, 0.9, rng.choice([-128, 0])), n_out, n_in,
+                                         rng.randint(0, 7)]))
         tc = rng.choice("bbh")
         thr = rng.randint(-5, 5)
         sc, sub = _scores(rng, n_in * n_out, tc, thr, rng.choice([None, None, 0.5]))

@@ -43,7 +43,7 @@ BINDINGS = ("nothing", "bitlen_s32", "requant_s32_s8", "bias_add_s32", "acc_add_
             "fc_s8_s32", "fc_t_s8_s32", "outer_s8_s32",
             "conv2d_s8_s32_chw", "conv2d_t_s8_s32_chw", "conv2d_grad_s8_s32_chw",
             "relu_s8", "relu_bwd_s8", "maxpool2d_s8_chw", "maxpool2d_bwd_s8_chw",
-            "argmax_s8", "softmax_xent_s8", "update_s8",
+            "argmax_s8", "softmax_xent_s8", "update_s8", "update_outer_s8",
             "mask_s8", "fc_mask_s8_s32", "fc_t_mask_s8_s32",
             "conv2d_mask_s8_s32_chw", "conv2d_t_mask_s8_s32_chw",
             "fc_score_s8", "conv2d_score_s8_chw", "score_update_s8",

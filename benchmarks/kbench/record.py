@@ -78,14 +78,18 @@ class Recorder:
                         self._label(layer, meth, "L%d %s %s" % (i, kind, phase))
         if self.trainer is not None:
             self._label(self.trainer, "_apply", "update")
+            # a method's own work on layer i (NITI's fused Linear update); the layer's
+            # gradient or score step inside it keeps its own label
+            self._label(self.trainer, "_grad", lambda i, layer, *_: "L%d %s update" % (i, type(layer).__name__))
         return self
 
     def _label(self, obj, meth, label):
+        """Calls inside obj.meth get `label` (or label(*args), when it is a function)."""
         f = getattr(obj, meth)
         rec = self
 
         def labelled(*args, **kw):
-            outer, rec.where = rec.where, label
+            outer, rec.where = rec.where, label(*args) if callable(label) else label
             try:
                 return f(*args, **kw)
             finally:

@@ -15,7 +15,7 @@ NAMES = (
     "fc_s8_s32", "fc_t_s8_s32", "outer_s8_s32",
     "conv2d_s8_s32_chw", "conv2d_t_s8_s32_chw", "conv2d_grad_s8_s32_chw",
     "relu_s8", "relu_bwd_s8", "maxpool2d_s8_chw", "maxpool2d_bwd_s8_chw",
-    "argmax_s8", "softmax_xent_s8", "update_s8",
+    "argmax_s8", "softmax_xent_s8", "update_s8", "update_outer_s8",
     # Tin-Tin (binary-decomposition rescale) and partial-update FQT (top-k)
     "rescale_s32_s8", "topk_abs_s32",
     # edge-popup (PRIOT): masks made on the fly from scores and a threshold
@@ -31,10 +31,12 @@ NAMES = (
 # position of the channel count among them, positions of the sizes whose
 # product times the last number estimates the work in multiply-accumulates).
 # cores.py splits these. A conv's work is taken as c_in*h*wd*c_out*k*k (the
-# output plane as big as the input's); an update costs about 16 MACs an item.
+# output plane as big as the input's); an update costs about 16 MACs an item,
+# the linear layer's fused update about 2 (it only scans the rows' zero pairs).
 _CONV = (3, 4, 5, 6, 7, 7)
 RANGED = {
     "fc_s8_s32": (5, 4, (3, 4), 1), "outer_s8_s32": (5, 3, (3, 4), 1), "update_s8": (4, 2, (2,), 16),
+    "update_outer_s8": (6, 3, (3, 4), 2),
     "fc_mask_s8_s32": (8, 7, (6, 7), 1), "fc_score_s8": (9, 8, (7, 8), 1),
     "conv2d_s8_s32_chw": (10, 6, _CONV, 1), "conv2d_t_s8_s32_chw": (10, 3, _CONV, 1),
     "conv2d_grad_s8_s32_chw": (10, 6, _CONV, 1),

@@ -303,12 +303,25 @@ def _pseudo(g, s):
     return np.where(g < 0, -q, q)
 
 
-def update_s8(w, g, n, shift, c0=0, c1=None):
-    c1 = check_range("update_s8", c0, c1, n)
-    G = _v(g, _I32, n)[c0:c1].astype(np.int64)
-    d = G if shift <= 0 else _pseudo(G, shift)
-    W = _v(w, _I8, n)[c0:c1]
-    r = W.astype(np.int64) - d
+def _update(W, G, shift):
+    """W[:] = sat8(W - r(G)) in place (int8 view, int64 gradient); the count."""
+    r = W.astype(np.int64) - (G if shift <= 0 else _pseudo(G, shift))
     sat = int(np.count_nonzero((r > Q_MAX) | (r < -Q_MAX)))
     W[:] = np.clip(r, -Q_MAX, Q_MAX)
     return sat
+
+
+def update_s8(w, g, n, shift, c0=0, c1=None):
+    c1 = check_range("update_s8", c0, c1, n)
+    return _update(_v(w, _I8, n)[c0:c1], _v(g, _I32, n)[c0:c1].astype(np.int64), shift)
+
+
+def update_outer_s8(e, x, w, n_out, n_in, mu, c0=0, c1=None):
+    c1 = check_range("update_outer_s8", c0, c1, n_out)
+    if not 0 <= mu <= 7:
+        raise ValueError("update_outer_s8: mu must be in [0, 7], got %d" % mu)
+    E = _v(e, _I8, n_out).astype(np.int64)
+    X = _v(x, _I8, n_in).astype(np.int64)
+    shift = bit_length(int(np.abs(E).max(initial=0) * np.abs(X).max(initial=0))) - mu
+    G = np.outer(E[c0:c1], X).ravel()
+    return _update(_v(w, _I8, n_out * n_in)[c0 * n_in:c1 * n_in], G, shift)

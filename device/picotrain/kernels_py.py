@@ -726,12 +726,43 @@ def softmax_xent_s8(z, n, exp, label, err, p):
 
 # ------------------------------------------------------------------ update --
 
+def _update1(w, j, g, shift):
+    """w[j] = sat8(w[j] - r(g)): one weight of the NITI update."""
+    return _put8(w, j, w[j] - (g if shift <= 0 else rshift_pseudo(g, shift)))
+
+
 def update_s8(w, g, n, shift, c0=0, c1=None):
     """NITI update: w[j] = sat8(w[j] - r(g[j])), r the pseudo-stochastic
     rounding by 2**shift (shift <= 0: g is used as it is), items c0 <= j < c1.
     Returns the count of weights that saturated."""
     sat = 0
     for j in range(c0, check_range("update_s8", c0, c1, n)):
-        d = g[j] if shift <= 0 else rshift_pseudo(g[j], shift)
-        sat += _put8(w, j, w[j] - d)
+        sat += _update1(w, j, g[j], shift)
+    return sat
+
+
+def _maxabs(v, n):
+    m = 0
+    for j in range(n):
+        a = -v[j] if v[j] < 0 else v[j]
+        if a > m:
+            m = a
+    return m
+
+
+def update_outer_s8(e, x, w, n_out, n_in, mu, c0=0, c1=None):
+    """NITI's update of a linear layer from one sample, without its gradient:
+    update_s8 with g[o*n_in + i] = e[o] * x[i] (outer_s8_s32) and shift =
+    bitlen_s32(g) - mu, which is bit_length(max|e| * max|x|). Rows c0 <= o < c1,
+    0 <= mu <= 7. Returns the count of weights that saturated."""
+    c1 = check_range("update_outer_s8", c0, c1, n_out)
+    if not 0 <= mu <= 7:
+        raise ValueError("update_outer_s8: mu must be in [0, 7], got %d" % mu)
+    shift = bit_length(_maxabs(e, n_out) * _maxabs(x, n_in)) - mu
+    sat = 0
+    for o in range(c0, c1):
+        eo = e[o]
+        b = o * n_in
+        for i in range(n_in):
+            sat += _update1(w, b + i, eo * x[i], shift)
     return sat

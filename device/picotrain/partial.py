@@ -48,6 +48,7 @@ class FQT(NITI):
     gradient, SGD with learning rate 2**-lr."""
     name = "FQT"
     dynamic = True
+    fuse_linear = False  # an int32 gradient per layer: FQT's shift needs its exponent
 
     def __init__(self, model, lr=6, **kw):
         if not (-8 <= lr <= 24):

@@ -21,6 +21,7 @@ from array import array
 import time
 
 from . import kernels as K
+from .layers import Linear
 from .memory import _free_bytes, preflight
 
 
@@ -226,8 +227,14 @@ def evaluate(model, data, dynamic=None):
 
 class NITI(Trainer):
     """NITI (Wang et al., IEEE TPDS 2022): int8 weights, dynamic shifts,
-    update w -= g rounded to mu bits (pseudo-stochastic), no learning rate."""
+    update w -= g rounded to mu bits (pseudo-stochastic), no learning rate.
+
+    At batch 1 a Linear layer's gradient is the outer product of its error
+    and input, whose largest value is known from theirs: update_outer_s8
+    updates it in the backward pass, right after the error to its input was
+    computed with the old weights, with no gradient buffer (the same bits)."""
     name = "NITI"
+    fuse_linear = True  # FQT: False (its own update rule)
 
     def __init__(self, model, mu=4, **kw):
         if not (1 <= mu <= 7):
@@ -239,27 +246,40 @@ class NITI(Trainer):
         layers = self.model.layers
         # int32 gradient per trainable layer; with batch > 1 it accumulates
         # (aligned to a common exponent) and a scratch holds each sample's.
+        # (None for a fused Linear layer, which _apply then skips)
         self.grads = {}
         self.gexp = {}
         big = 1
         for i in self.train_idx:
-            n = layers[i].grad_size()
-            self.grads[i] = array("i", bytes(4 * n))
             self.gexp[i] = None
-            big = max(big, n)
+            self.grads[i] = None
+            if not self._fused(layers[i]):
+                n = layers[i].grad_size()
+                self.grads[i] = array("i", bytes(4 * n))
+                big = max(big, n)
         self.scratch = array("i", bytes(4 * big)) if self.batch > 1 else None
 
+    def _fused(self, layer):
+        """True when layer's update needs no gradient buffer (update_outer_s8)."""
+        return self.fuse_linear and self.batch == 1 and isinstance(layer, Linear)
+
     def _plan_nbytes(self):
-        """An int32 gradient per trainable layer; for mini-batches one
-        per-sample scratch as large as the largest."""
-        sizes = [self.model.layers[i].grad_size() for i in self.train_idx]
+        """An int32 gradient per trainable layer (but a fused Linear layer);
+        for mini-batches one per-sample scratch as large as the largest."""
+        layers = self.model.layers
+        sizes = [layers[i].grad_size() for i in self.train_idx if not self._fused(layers[i])]
         g = 4 * sum(sizes)
         if self.batch > 1:
             g += 4 * max(sizes)
         return {"gradients": g}
 
     def _grad(self, i, layer, e, x):
-        self._accumulate(i, layer, e, x, self.grads[i])
+        g = self.grads[i]
+        if g is None:
+            layer.sat_upd += K.update_outer_s8(e.data, x.data, layer.weight.data, layer.n_out, layer.n_in,
+                                               self.mu)
+            return
+        self._accumulate(i, layer, e, x, g)
 
     def _accumulate(self, i, layer, e, x, g):
         """Add this sample's gradient of layer i into g, aligned (see NUMERICS)."""

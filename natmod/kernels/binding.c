@@ -496,6 +496,20 @@ static mp_obj_t b_update_s8(size_t n_args, const mp_obj_t *a) {
     return INT(pt_update_s8(w, g, n, shift, c0, c1));
 }
 
+static mp_obj_t b_update_outer_s8(size_t n_args, const mp_obj_t *a) {
+    const qstr fn = MP_QSTR_update_outer_s8;
+    int32_t n_out = get_size(fn, MP_QSTR_n_out, a[3]);
+    int32_t n_in = (int32_t)get_ranged(fn, MP_QSTR_n_in, a[4], 0, PT_MAX_FANIN);
+    int32_t nw = mul_size(fn, "n_out*n_in", n_out, n_in);
+    int32_t mu = (int32_t)get_ranged(fn, MP_QSTR_mu, a[5], 0, 7);
+    const int8_t *e = BUF(fn, MP_QSTR_e, a[0], K_S8, READ, n_out, "n_out");
+    const int8_t *x = BUF(fn, MP_QSTR_x, a[1], K_S8, READ, n_in, "n_in");
+    int8_t *w = BUF(fn, MP_QSTR_w, a[2], K_S8, WRITE, nw, "n_out*n_in");
+    int32_t c0, c1;
+    get_range(fn, n_args, a, 6, n_out, &c0, &c1);
+    return INT(pt_update_outer_s8(e, x, w, n_out, n_in, mu, c0, c1));
+}
+
 /* ------------------------------------------------ Tin-Tin, partial FQT -- */
 
 static mp_obj_t b_rescale_s32_s8(size_t n_args, const mp_obj_t *a) {
@@ -719,6 +733,7 @@ DEF(maxpool2d_bwd_s8_chw, 7);
 DEF(argmax_s8, 2);
 DEF(softmax_xent_s8, 6);
 DEF_RANGE(update_s8, 4);
+DEF_RANGE(update_outer_s8, 6);
 DEF(rescale_s32_s8, 5);
 DEF(topk_abs_s32, 4);
 DEF(mask_s8, 6);
@@ -755,6 +770,7 @@ mp_obj_t mpy_init(mp_obj_fun_bc_t *self, size_t n_args, size_t n_kw, mp_obj_t *a
     STORE(argmax_s8);
     STORE(softmax_xent_s8);
     STORE(update_s8);
+    STORE(update_outer_s8);
     STORE(rescale_s32_s8);
     STORE(topk_abs_s32);
     STORE(mask_s8);

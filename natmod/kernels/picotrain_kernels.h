@@ -259,6 +259,14 @@ int32_t pt_softmax_xent_s8(const int8_t *z, int32_t n, int32_t exp, int32_t labe
  * (a range of items); returns how many weights saturated. */
 int32_t pt_update_s8(int8_t *w, const int32_t *g, int32_t n, int32_t shift, int32_t c0, int32_t c1);
 
+/* NITI's update of a linear layer from one sample's gradient, the outer
+ * product g[o*n_in + i] = e[o] * x[i], without the gradient: as pt_update_s8
+ * with shift = bitlen(max|e[0:n_out]| * max|x[0:n_in]|) - mu (what
+ * pt_bitlen_s32 gives for g), rows c0 <= o < c1; 0 <= mu <= 7, n_in <=
+ * PT_MAX_FANIN. Returns how many weights saturated. */
+int32_t pt_update_outer_s8(const int8_t *e, const int8_t *x, int8_t *w, int32_t n_out, int32_t n_in,
+                           int32_t mu, int32_t c0, int32_t c1);
+
 /* ---------------------------------------------------- edge-popup (PRIOT) -- */
 /*
  * An edge is one weight, numbered j in the weight buffer's order. Edge j is

@@ -101,6 +101,36 @@ static int32_t busy_run(const int32_t *g, int32_t n) {
     return (int32_t)(p - g);
 }
 
+/* The shifts of the rounding below for one s, 0 <= s <= 31, written so that
+ * no shift count reaches 32 in C: the shifts by 32 - s and 32 - h - o are
+ * done as lo = 31 - s, up = 31 - s + h, then one more. */
+typedef struct {
+    uint32_t s, lo, ph, up;
+} pt_pseudo_t;
+
+PT_INLINE pt_pseudo_t pseudo_shifts(uint32_t s) {
+    const uint32_t h = s >> 1;
+    const pt_pseudo_t r = {s, 31 - s, s - h, 31 - s + h};
+    return r;
+}
+
+/* |g| >> s, plus 1 when the upper dropped bits exceed the lower (m = |g|). */
+PT_INLINE uint32_t round_pseudo(uint32_t m, const pt_pseudo_t *r) {
+    const uint32_t rem = (m << r->lo) << 1;
+    return (m >> r->s) + (((rem >> r->up) >> 1) > (((rem << r->ph) >> r->up) >> 1));
+}
+
+/* *w = sat8(*w - sign(g) q), q <= 256; returns 1 when it saturated. */
+PT_INLINE int32_t step_weight(int8_t *w, int32_t g, uint32_t q) {
+    int32_t v = g < 0 ? *w + (int32_t)q : *w - (int32_t)q;
+    if ((uint32_t)(v + PT_Q_MAX) > 2 * PT_Q_MAX) {
+        *w = (int8_t)(v > 0 ? PT_Q_MAX : -PT_Q_MAX);
+        return 1;
+    }
+    *w = (int8_t)v;
+    return 0;
+}
+
 /* The update of w[0:n] item by item, 0 <= s <= 31: the rounding of
  * kernels_py.rshift_pseudo, q = |g| >> s plus 1 when the upper s - s/2
  * dropped bits (the probability P) exceed the lower h = s/2 (the random
@@ -109,17 +139,46 @@ static int32_t busy_run(const int32_t *g, int32_t n) {
  * top), P = rem >> (32 - h - o) and 2^o R = (rem << (h + o)) >> (32 - h - o).
  * s = 0 drops nothing: q = |g|. */
 #if PT_ASM_M0
-/* Per nonzero gradient 36 cycles, per zero one 14 (GCC's loop: ~70; too
- * few low registers for its constants). A register shift by 32 gives 0
- * (bottom byte of the count), which s = 0 and h = 0 rely on. */
+/* The rounding in Thumb-1, shared by the loops below: g in m on entry, the
+ * rounded |g| in m and g's sign (0 or -1) in sg on exit; t1..t3 scratch, the
+ * shift counts lo = 32 - s, s, ph = s - h, up = 32 - s + h in registers (a
+ * register shift by 32 gives 0, which s = 0 and h = 0 rely on). 17 cycles. */
+#define PSEUDO_ROUND_ASM \
+    "asrs %[sg], %[m], #31\n\t" \
+    "eors %[m], %[sg]\n\t" \
+    "subs %[m], %[sg]\n\t"          /* |g| */ \
+    "mov %[t3], %[lo]\n\t" \
+    "movs %[t2], %[m]\n\t" \
+    "lsls %[t2], %[t3]\n\t"         /* rem: the dropped bits on top */ \
+    "mov %[t3], %[s]\n\t" \
+    "lsrs %[m], %[t3]\n\t"          /* q = |g| >> s */ \
+    "mov %[t3], %[ph]\n\t" \
+    "movs %[t1], %[t2]\n\t" \
+    "lsls %[t2], %[t3]\n\t" \
+    "mov %[t3], %[up]\n\t" \
+    "lsrs %[t1], %[t3]\n\t"         /* P */ \
+    "lsrs %[t2], %[t3]\n\t"         /* 2^o R */ \
+    "cmp %[t2], %[t1]\n\t" \
+    "bcs 2f\n\t" \
+    "adds %[m], #1\n"               /* P > 2^o R: round up */ \
+    "2:\n\t"
+
+/* sat++ (a saturated weight: rare, so it lives on the stack) */
+#define COUNT_SAT_ASM \
+    "ldr %[t2], %[sat]\n\t" \
+    "adds %[t2], #1\n\t" \
+    "str %[t2], %[sat]\n\t"
+
+/* Per nonzero gradient 37 cycles, per zero one 14 (GCC's loop: ~70; too
+ * few low registers for its constants). */
 static PT_NOINLINE int32_t update_items(int8_t *w, const int32_t *g, int32_t n, uint32_t s) {
-    const uint32_t h = s >> 1;
     register uint32_t s_ __asm__("r8") = s;
     register uint32_t lo_ __asm__("r9") = 32 - s;
-    register uint32_t ph_ __asm__("r10") = s - h;
-    register const int32_t *end_ __asm__("r11") = g + n;
-    register int32_t sat __asm__("r12") = 0;
-    uint32_t up = 32 - s + h, m, sg, t1, t2, t3;
+    register uint32_t ph_ __asm__("r10") = s - (s >> 1);
+    register uint32_t up_ __asm__("r11") = 32 - s + (s >> 1);
+    register const int32_t *end_ __asm__("r12") = g + n;
+    int32_t sat = 0;
+    uint32_t m, sg, t1, t2, t3;
     __asm__ volatile(
         ".syntax unified\n\t"
         "cmp %[g], %[end]\n\t"
@@ -128,23 +187,7 @@ static PT_NOINLINE int32_t update_items(int8_t *w, const int32_t *g, int32_t n, 
         "ldmia %[g]!, {%[m]}\n\t"
         "cmp %[m], #0\n\t"
         "beq 5f\n\t"
-        "asrs %[sg], %[m], #31\n\t"
-        "eors %[m], %[sg]\n\t"
-        "subs %[m], %[sg]\n\t"          /* m = |g| */
-        "mov %[t3], %[lo]\n\t"
-        "movs %[t2], %[m]\n\t"
-        "lsls %[t2], %[t3]\n\t"         /* rem: the dropped bits on top */
-        "mov %[t3], %[s]\n\t"
-        "lsrs %[m], %[t3]\n\t"          /* q = |g| >> s */
-        "movs %[t1], %[t2]\n\t"
-        "lsrs %[t1], %[up]\n\t"         /* P */
-        "mov %[t3], %[ph]\n\t"
-        "lsls %[t2], %[t3]\n\t"
-        "lsrs %[t2], %[up]\n\t"         /* 2^o R */
-        "cmp %[t2], %[t1]\n\t"
-        "bcs 2f\n\t"
-        "adds %[m], #1\n"               /* P > 2^o R: round up */
-        "2:\n\t"
+        PSEUDO_ROUND_ASM
         "cmp %[m], #255\n\t"
         "bhi 6f\n\t"
         "eors %[m], %[sg]\n\t"
@@ -183,27 +226,23 @@ static PT_NOINLINE int32_t update_items(int8_t *w, const int32_t *g, int32_t n, 
         "movs %[t1], %[t2]\n"
         "8:\n\t"                        /* store a saturated weight, count it */
         "strb %[t1], [%[w]]\n\t"
-        "mov %[t2], %[sat]\n\t"
-        "adds %[t2], #1\n\t"
-        "mov %[sat], %[t2]\n\t"
+        COUNT_SAT_ASM
         "b 4b\n"
         "9:\n"
         : [w] "+l"(w), [g] "+l"(g), [m] "=&l"(m), [sg] "=&l"(sg), [t1] "=&l"(t1), [t2] "=&l"(t2),
-          [t3] "=&l"(t3), [sat] "+r"(sat)
-        : [up] "l"(up), [s] "r"(s_), [lo] "r"(lo_), [ph] "r"(ph_), [end] "r"(end_)
+          [t3] "=&l"(t3), [sat] "+m"(sat)
+        : [up] "r"(up_), [s] "r"(s_), [lo] "r"(lo_), [ph] "r"(ph_), [end] "r"(end_)
         : "cc", "memory");
     return sat;
 }
 #else
 static int32_t update_items(int8_t *w, const int32_t *g, int32_t n, uint32_t s) {
-    /* the shifts by 32 - s and 32 - h - o written as two, so no count reaches 32 */
-    const uint32_t h = s >> 1, lo = 31 - s, ph = s - h, up = 31 - s + h;
+    const pt_pseudo_t r = pseudo_shifts(s);
     const int32_t *end = g + n;
     int32_t sat = 0;
     for (; g < end; w++, g++) {
         const int32_t gt = *g;
-        uint32_t m, q, rem;
-        int32_t v;
+        uint32_t q;
         if (gt == 0) {
             if (*w == -128) {
                 *w = -PT_Q_MAX;
@@ -211,19 +250,11 @@ static int32_t update_items(int8_t *w, const int32_t *g, int32_t n, uint32_t s) 
             }
             continue;
         }
-        m = pt_abs_u32(gt);
-        q = m >> s;
-        rem = (m << lo) << 1;
-        q += (rem >> up) >> 1 > ((rem << ph) >> up) >> 1;
+        q = round_pseudo(pt_abs_u32(gt), &r);
         if (q > 2 * PT_Q_MAX + 1) {
             q = 2 * PT_Q_MAX + 2;   /* > 255: saturates whatever the weight is (-128 too) */
         }
-        v = gt < 0 ? *w + (int32_t)q : *w - (int32_t)q;
-        if ((uint32_t)(v + PT_Q_MAX) > 2 * PT_Q_MAX) {
-            v = v > 0 ? PT_Q_MAX : -PT_Q_MAX;
-            sat++;
-        }
-        *w = (int8_t)v;
+        sat += step_weight(w, gt, q);
     }
     return sat;
 }
@@ -263,4 +294,129 @@ int32_t pt_update_s8(int8_t *w, const int32_t *g, int32_t n, int32_t shift, int3
         sat += apply_delta(w++, pt_rshift_pseudo_s32(*g++, shift));
     }
     return sat;
+}
+
+/* -------------------------------------------- a linear layer at batch 1 --
+ *
+ * A linear layer's gradient from one sample is the outer product g[o][i] =
+ * e[o] x[i], whose largest magnitude is max|e| max|x|: NITI's shift is known
+ * before any item is, and the update needs no gradient buffer. It visits only
+ * the pairs with e[o] != 0 and x[i] != 0, the nonzero inputs listed once per
+ * chunk for all rows; every other weight has g = 0, where only -128 changes
+ * (to -127), which one scan of the rows does at the end (an updated weight is
+ * never -128). With 0 <= mu <= 7 a step is at most 2^mu <= 128: no clamp. */
+
+#define NZ_UPD 64   /* listed nonzero inputs per chunk: 260 bytes of stack */
+
+static int32_t maxabs_s8(const int8_t *v, int32_t n) {
+    int32_t m = 0, i;
+    for (i = 0; i < n; i++) {
+        const int32_t a = v[i] < 0 ? -v[i] : v[i];
+        if (a > m) {
+            m = a;
+        }
+    }
+    return m;
+}
+
+/* w[0:n]: every -128 becomes -127 (a zero step); returns how many. Words
+ * eight bytes at a time while they hold no -128 (pt_find_below_s8). */
+static int32_t clip_min_s8(int8_t *p, int32_t n) {
+    int8_t *const end = p + n;
+    int32_t sat = 0;
+    while (p < end) {
+        int8_t *stop = p + 1;
+        if (PT_ALIGNED4(p) && end - p >= 8) {
+            int8_t *blocks = p + ((end - p) & ~7);
+            p = (int8_t *)pt_find_below_s8(p, blocks, 0x01010101u);
+            stop = p == blocks ? end : p + 8;   /* the block with a -128, or the tail */
+        }
+        for (; p < stop && p < end; p++) {
+            if (*p == -128) {
+                *p = -PT_Q_MAX;
+                sat++;
+            }
+        }
+    }
+    return sat;
+}
+
+/* The steps of one row w[0:n_in] with error eo != 0 over the listed inputs
+ * (entries (i << 8) | (uint8)x[i], ended by an entry with x = 0); s as in
+ * update_items. Returns how many weights saturated. */
+#if PT_ASM_M0
+/* Per pair about 40 cycles: the entry 6, g 2, the rounding 17, the signed
+ * step 2, the weight and its range 7, store and loop 4. */
+static PT_NOINLINE int32_t update_list(int8_t *w, const int32_t *lp, int32_t eo, uint32_t s) {
+    register uint32_t s_ __asm__("r8") = s;
+    register uint32_t lo_ __asm__("r9") = 32 - s;
+    register uint32_t ph_ __asm__("r10") = s - (s >> 1);
+    register uint32_t up_ __asm__("r11") = 32 - s + (s >> 1);
+    register int32_t eo_ __asm__("r12") = eo;
+    int32_t sat = 0;
+    uint32_t i, m, sg, t1, t2, t3;
+    __asm__ volatile(
+        ".syntax unified\n"
+        "1:\n\t"
+        "ldmia %[lp]!, {%[i]}\n\t"
+        "lsls %[m], %[i], #24\n\t"
+        "beq 9f\n\t"                    /* x = 0: the end of the list */
+        "asrs %[m], %[m], #24\n\t"      /* x */
+        "asrs %[i], %[i], #8\n\t"       /* its index */
+        "mov %[t3], %[eo]\n\t"
+        "muls %[m], %[t3]\n\t"          /* g = e x */
+        PSEUDO_ROUND_ASM
+        "eors %[m], %[sg]\n\t"
+        "subs %[m], %[sg]\n\t"          /* the signed step */
+        "ldrsb %[t1], [%[w], %[i]]\n\t"
+        "subs %[t1], %[m]\n\t"          /* v = w - step */
+        "movs %[t2], %[t1]\n\t"
+        "adds %[t2], #127\n\t"
+        "cmp %[t2], #254\n\t"
+        "bhi 7f\n"
+        "3:\n\t"
+        "strb %[t1], [%[w], %[i]]\n\t"
+        "b 1b\n"
+        "7:\n\t"                        /* v beyond +-127: saturate, count */
+        "movs %[t1], #127\n\t"
+        "cmp %[t2], #0\n\t"
+        "bgt 8f\n\t"
+        "negs %[t1], %[t1]\n"
+        "8:\n\t"
+        COUNT_SAT_ASM
+        "b 3b\n"
+        "9:\n"
+        : [lp] "+l"(lp), [i] "=&l"(i), [m] "=&l"(m), [sg] "=&l"(sg), [t1] "=&l"(t1), [t2] "=&l"(t2),
+          [t3] "=&l"(t3), [sat] "+m"(sat)
+        : [w] "l"(w), [s] "r"(s_), [lo] "r"(lo_), [ph] "r"(ph_), [up] "r"(up_), [eo] "r"(eo_)
+        : "cc", "memory");
+    return sat;
+}
+#else
+static int32_t update_list(int8_t *w, const int32_t *lp, int32_t eo, uint32_t s) {
+    const pt_pseudo_t r = pseudo_shifts(s);
+    int32_t sat = 0;
+    for (; (uint8_t)*lp != 0; lp++) {
+        const int32_t g = eo * (int32_t)(int8_t)(uint8_t)*lp;
+        sat += step_weight(w + ((uint32_t)*lp >> 8), g, round_pseudo(pt_abs_u32(g), &r));
+    }
+    return sat;
+}
+#endif
+
+int32_t pt_update_outer_s8(const int8_t *e, const int8_t *x, int8_t *w, int32_t n_out, int32_t n_in,
+                           int32_t mu, int32_t c0, int32_t c1) {
+    int32_t ent[NZ_UPD + 1], from = 0, sat = 0, o;
+    const int32_t b = pt_bitlen_u32((uint32_t)(maxabs_s8(e, n_out) * maxabs_s8(x, n_in)));
+    const uint32_t s = b > mu ? (uint32_t)(b - mu) : 0u;
+    while (from < n_in) {
+        const int32_t m = pt_list_nonzero_s8(x, n_in, &from, ent, NZ_UPD);
+        ent[m] = 0;   /* the end: x = 0 is never listed */
+        for (o = c0; o < c1 && m > 0; o++) {
+            if (e[o] != 0) {
+                sat += update_list(w + (size_t)o * (size_t)n_in, ent, e[o], s);
+            }
+        }
+    }
+    return sat + clip_min_s8(w + (size_t)c0 * (size_t)n_in, (c1 - c0) * n_in);
 }

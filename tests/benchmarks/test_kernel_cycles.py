@@ -32,7 +32,7 @@ from picotrain import kernels_py as PY  # noqa: E402
 
 # The Thumb-1 inline-assembly loops of the armv6m build.
 ASM_LOOPS = ("gather5", "scatter5", "block4_k5", "dot4_list", "dot2_list_masked", "update_items", "idle_run",
-             "or_abs4", "add_rows2")
+             "update_list", "or_abs4", "add_rows2")
 
 
 @pytest.fixture(scope="module")

@@ -136,6 +136,30 @@ def test_update(data):
         assert o == max(-127, min(127, wi - d))
 
 
+@given(st.data())
+def test_update_outer_is_outer_then_update(data):
+    """The fused update of a linear layer = outer_s8_s32, then update_s8 by
+    bitlen_s32(g) - mu, with -128 weights (a zero step clips them) and signs."""
+    n_in = data.draw(st.integers(0, 19))
+    n_out = data.draw(st.integers(0, 7))
+    x = data.draw(st.lists(st.one_of(st.just(0), i8_full), min_size=n_in, max_size=n_in))
+    e = data.draw(st.lists(st.one_of(st.just(0), i8_full), min_size=n_out, max_size=n_out))
+    w = data.draw(st.lists(st.one_of(st.just(-128), i8_full), min_size=n_in * n_out, max_size=n_in * n_out))
+    mu = data.draw(st.integers(0, 7))
+    g = a32([0] * (n_in * n_out))
+    PY.outer_s8_s32(a8(e), a8(x), g, n_out, n_in)
+    w2 = a8(w)
+    sat = PY.update_s8(w2, g, len(g), PY.bitlen_s32(g, len(g)) - mu)
+    r, (wo,) = both("update_outer_s8", a8(e), a8(x), a8(w), n_out, n_in, mu, outs=(2,))
+    assert (r, wo) == (sat, bytes(w2))
+
+
+def test_update_outer_checks_mu():
+    for mod in (PY, NP):
+        with pytest.raises(ValueError, match="update_outer_s8: mu must be in"):
+            mod.update_outer_s8(a8([1]), a8([1]), a8([0]), 1, 1, 8)
+
+
 # ------------------------------------------------------------------ matmul --
 
 @given(st.data())
@@ -656,11 +680,13 @@ def ranged_call(data, name):
     if name == "update_s8":
         n = data.draw(st.integers(0, 30))
         return [i8s(n), i32s(n), n, data.draw(st.integers(-3, 31))], 0, lambda c0, c1: (c0, c1)
-    if name in ("fc_s8_s32", "fc_mask_s8_s32", "fc_score_s8", "outer_s8_s32"):
+    if name in ("fc_s8_s32", "fc_mask_s8_s32", "fc_score_s8", "outer_s8_s32", "update_outer_s8"):
         n_in, n_out = data.draw(st.integers(0, 9)), data.draw(st.integers(0, 6))
         x, w, e = i8s(n_in), i8s(n_in * n_out), i8s(n_out)
         if name == "fc_s8_s32":
             return [x, w, i32s(n_out), n_in, n_out], 2, lambda c0, c1: (c0, c1)
+        if name == "update_outer_s8":
+            return [e, x, w, n_out, n_in, data.draw(st.integers(0, 7))], 2, lambda c0, c1: (c0 * n_in, c1 * n_in)
         if name == "outer_s8_s32":
             return [e, x, i32s(n_in * n_out), n_out, n_in], 2, lambda c0, c1: (c0 * n_in, c1 * n_in)
         scores, subset, thr, lim = mask_case(data, n_in * n_out)

@@ -150,3 +150,41 @@ def test_dynamic_training_drops_stale_static_shifts(method):
         t.epoch(data)
     assert not m.static
     assert pt.evaluate(m, data) == pt.evaluate(m, data, dynamic=True) == t.evaluate(data)
+
+
+
+def _unfused(cls):
+    """cls with every layer through an int32 gradient, bitlen_s32 and update_s8."""
+    return type("Unfused" + cls.__name__, (cls,), {"fuse_linear": False})
+
+
+@pytest.mark.parametrize("backend", ["python", "numpy"])
+@pytest.mark.parametrize("method", [pt.NITI, pt.StaticNITI])
+@pytest.mark.parametrize("model", ["cnn", "separable"])
+def test_fused_linear_update_is_the_gradient_path(backend, method, model):
+    """At batch 1 NITI updates Linear layers with update_outer_s8 in the backward pass:
+    the same weights and saturation counts as through a gradient buffer, and that
+    buffer (4 bytes an edge) is not allocated."""
+    pt.use_backend(backend)
+    try:
+        trainers = []
+        for cls in (method, _unfused(method)):
+            m, data = cnn(2024) if model == "cnn" else separable()
+            m.param_layers()[-1].weight.data[0] = -128  # a zero step clips it, and counts
+            if not method.dynamic:
+                pt.calibrate(m, data[:8])
+            trainers.append(cls(m, mu=3))
+        fused, plain = trainers
+        linear = [i for i in fused.train_idx if isinstance(fused.model.layers[i], pt.Linear)]
+        assert linear and all(fused.grads[i] is None for i in linear)
+        assert plain.nbytes() - fused.nbytes() == sum(4 * fused.model.layers[i].grad_size() for i in linear)
+        assert pt.memory_plan(fused.model, method, mu=3) == fused.nbytes()
+        for x, y in data[:40]:
+            assert fused.step(x, y) == plain.step(x, y)
+        for a, b in zip(fused.model.layers, plain.model.layers):
+            if a.has_params:
+                assert bytes(a.weight.data) == bytes(b.weight.data)
+                assert a.sat_upd == b.sat_upd
+        assert fused.model.param_layers()[-1].sat_upd > 0
+    finally:
+        pt.use_backend("auto")

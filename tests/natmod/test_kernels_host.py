@@ -162,6 +162,7 @@ SIGS = {  # name: (restype, argtypes); vp = a buffer
     "pt_argmax_s8": (i32, [vp, i32]),
     "pt_softmax_xent_s8": (i32, [vp, i32, i32, i32, vp, vp]),
     "pt_update_s8": (i32, [vp, vp, i32, i32, i32, i32]),
+    "pt_update_outer_s8": (i32, [vp, vp, vp, i32, i32, i32, i32, i32]),
     "pt_rescale_s32_s8": (i32, [vp, vp, i32, u32, i32]),
     "pt_topk_abs_s32": (u32, [vp, i32, i32, vp]),
     "pt_mask_s8": (None, [vp, P(Scores), i32, vp, i32]),
@@ -330,6 +331,11 @@ class C:
     def update_s8(w, g, n, shift, c0=0, c1=None):
         with Heap() as m:
             return lib.pt_update_s8(m.buf(w), m.buf(g), n, shift, c0, upto(c1, n))
+
+    @staticmethod
+    def update_outer_s8(e, x, w, n_out, n_in, mu, c0=0, c1=None):
+        with Heap() as m:
+            return lib.pt_update_outer_s8(m.buf(e), m.buf(x), m.buf(w), n_out, n_in, mu, c0, upto(c1, n_out))
 
     @staticmethod
     def rescale_s32_s8(acc, out, n, mul, shift):
@@ -539,6 +545,22 @@ class Sanitized:
         shift = data.draw(shifts)
         r, (wo,) = same("update_s8", a8(w), a32(g), n, shift, outs=(0,), numpy=shift <= 62)
         assert all(-127 <= v <= 127 for v in array("b", wo))
+
+    @settings(max_examples=300)
+    @given(st.data())
+    def test_update_outer(self, data):
+        """Sparse rows and inputs (the list and its chunks of 64), -128 weights at
+        every alignment (the word scan), and row ranges."""
+        n_in = data.draw(st.integers(0, 150) | st.sampled_from([63, 64, 65, 128, 129]))
+        n_out = data.draw(st.integers(0, 6))
+        sparse = st.sampled_from([0, 0, 0, -128, 127, 1, -1]) | i8
+        x = data.draw(lists(sparse, n_in))
+        e = data.draw(lists(sparse, n_out))
+        w = data.draw(lists(st.sampled_from([-128, -127, 127]) | i8, n_in * n_out))
+        mu = data.draw(st.integers(0, 7))
+        c0 = data.draw(st.integers(0, n_out))
+        c1 = data.draw(st.integers(c0, n_out))
+        same("update_outer_s8", a8(e), a8(x), a8(w), n_out, n_in, mu, c0, c1, outs=(2,))
 
     @settings(max_examples=400)
     @given(st.data())
