@@ -554,8 +554,9 @@ def report(results, images, model_desc, args, factor, seconds):
           "int8 error buffers; scratch: the shared int32 accumulator and the max-pool argmax "
           "indices (methods with static shifts fuse each convolution with its requantization, so "
           "their accumulator holds only an error to a layer's input and one output plane%s); "
-          "gradients: NITI's int32 weight gradients (PRIOT at batch 1 fuses the score step "
-          "into the gradient, no buffer). The paper's Table II counts the same kinds of tensors "
+          "gradients: NITI's int32 weight gradients of the convolutions (at batch 1 a Linear "
+          "layer's update comes from its error and input, update_outer_s8, and PRIOT fuses the "
+          "score step into the gradient: no buffer). The paper's Table II counts the same kinds of tensors "
           "(activations, gradients, weights, scores); it does not list its buffers one by one, so "
           "the split cannot be matched line by line. Kernel stack (not in the table): at most "
           "%s bytes per call (measured)." % (_scratch_saved(results), fmt(max(r["stack"] for r in results.values()))),

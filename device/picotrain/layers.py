@@ -351,9 +351,13 @@ class Model:
             except ValueError as e:
                 raise ValueError("layer %d (%r) does not chain: %s" % (i, layer, e))
         self.out_shape = s
-        for a, b in zip(self.layers, self.layers[1:]):
-            if isinstance(a, ReLU) and isinstance(b, MaxPool2d):
-                a.pooled = b.relu = True
+        # ReLU.pooled and MaxPool2d.relu on every instance, True or False: a
+        # step reading a class attribute pays a failed instance lookup first
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, ReLU):
+                layer.pooled = i + 1 < len(self.layers) and isinstance(self.layers[i + 1], MaxPool2d)
+            elif isinstance(layer, MaxPool2d):
+                layer.relu = i > 0 and isinstance(self.layers[i - 1], ReLU)
         if len(s) != 1:
             raise ValueError("the last layer must give a vector of logits, got shape %r" % (s,))
         self.n_classes = s[0]
