@@ -292,15 +292,18 @@ def test_training_needs_a_deployed_board_and_enough_heap(tmp_path, assets, nativ
             remote_train(b, assets / "base.pt8", assets / "train.pt8d", "PRIOT", log=None, bar=False)
     # a board with a small heap refuses the trainer up front, naming bytes needed and free
     wide = pt.Model([pt.Flatten(), pt.Linear(64, 1024), pt.ReLU(), pt.Linear(1024, 10)], (1, 8, 8))
-    wide.save(str(tmp_path / "wide.pt8"))  # 75 KB of weights: 300 KB of NITI gradients
-    need = pt.memory_plan(wide, "NITI")
+    # 75 KB of weights: 300 KB of NITI gradients in mini-batches (at batch 1 a Linear layer
+    # needs none, update_outer_s8)
+    wide.save(str(tmp_path / "wide.pt8"))
+    need = pt.memory_plan(wide, "NITI", batch=2)
     # 288 KB: the model (64 KB of weights in one block) loads, its 300 KB of gradients do not
     with connect("virtual:%s" % (tmp_path / "small"), heap=288 * 1024) as b:
         deploy(b, native=native_x64 is not None, native_file=native_x64, log=None)
         with pytest.raises(RemoteError, match=r"MemoryError: NITI needs %d bytes of training buffers "
                                               r"\(\d+ still to allocate, and about \d+ for the objects around "
                                               r"them\) but only \d+ bytes are free" % need):
-            remote_train(b, tmp_path / "wide.pt8", assets / "train.pt8d", "NITI", log=None, bar=False)
+            remote_train(b, tmp_path / "wide.pt8", assets / "train.pt8d", "NITI", options={"batch": 2},
+                         log=None, bar=False)
 
 
 def test_power_cut_mid_training_then_resume(tmp_path, assets, native_x64, monkeypatch):
