@@ -628,18 +628,12 @@ static mp_obj_t conv_q(qstr fn, size_t n_args, const mp_obj_t *a, const mp_obj_t
     const size_t n_fixed = (size_t)(o - a) + 12;   /* ..., out, acc, 7 geometry, shift, bias, d */
     pt_scores_t sc;
     pt_conv2d_dims_t d;
-    int32_t nx, nw, no, plane, c0 = 0, c1, thr = 0;
+    int32_t nx, nw, no, plane, c0, c1, thr = 0;
     const int32_t *bias = NULL;
     get_conv(fn, o + 2, FANIN_FWD, &d, &nx, &nw, &no);
     int32_t shift = get_shift(fn, MP_QSTR_shift, o[9]);
     int32_t bd = get_shift(fn, MP_QSTR_d, o[11]);
-    if (n_args > n_fixed) {
-        c0 = (int32_t)get_ranged(fn, MP_QSTR_c0, a[n_fixed], 0, d.c_out);
-    }
-    c1 = d.c_out;
-    if (n_args > n_fixed + 1 && a[n_fixed + 1] != mp_const_none) {
-        c1 = (int32_t)get_ranged(fn, MP_QSTR_c1, a[n_fixed + 1], c0, d.c_out);
-    }
+    get_range(fn, n_args, a, n_fixed, d.c_out, &c0, &c1);
     plane = mul_size(fn, "oh*ow", d.oh, d.ow);
     const int8_t *x = BUF(fn, MP_QSTR_x, a[0], K_S8, READ, nx, "c_in*h*wd");
     const int8_t *w = BUF(fn, MP_QSTR_w, a[1], K_S8, READ, nw, "c_out*c_in*k*k");

@@ -939,11 +939,12 @@ static PT_NOINLINE int32_t score_row_s8(int8_t *s, const int32_t *g, const int8_
     const uint32_t half = (shift >= 1 && shift <= 31) ? 1u << (shift - 1) : 0u;
     int32_t sat = 0, t;
     for (t = 0; t < n; t++) {
-        int32_t gt = g[t], wt = w[t], v = s[t];
-        uint32_t sg, q;
+        const int32_t gt = g[t], wt = w[t];
         if (gt == 0 || wt == 0) {
-            if (v >= -smax && v <= smax) {
-                continue;
+            int32_t v = s[t];
+            if (pt_clamp_sym(&v, smax)) {
+                s[t] = (int8_t)v;
+                sat++;
             }
         } else if (half == 0 || gt <= -PT_SCORE_FAST_G || gt >= PT_SCORE_FAST_G) {
             pt_scores_t sc;
@@ -952,16 +953,9 @@ static PT_NOINLINE int32_t score_row_s8(int8_t *s, const int32_t *g, const int8_
             sc.s16 = 0;
             sc.edge0 = 0;
             sat += pt_score_apply(&sc, (uint32_t)t, gt, wt, shift, smax);
-            continue;
         } else {
-            /* |g * w| < 2^31, rounded step <= 2^30: v - r fits, no clamp needed */
-            gt *= wt;
-            sg = (uint32_t)(gt >> 31);
-            q = ((((uint32_t)gt ^ sg) - sg) + half) >> shift;
-            v -= (int32_t)((q ^ sg) - sg);
+            sat += pt_step_s8(s + t, gt * wt, half, shift, smax);   /* |g * w| < 2^31 */
         }
-        sat += pt_clamp_sym(&v, smax);
-        s[t] = (int8_t)v;
     }
     return sat;
 }
@@ -1127,7 +1121,7 @@ static PT_NOINLINE void conv_fwd_sparse(const int8_t *x, const int8_t *w, const 
         }
         for (co = c0; compact && co < c1; co++) {
             sic[co - c0] = si;
-            si += pt_popcount_range(sc->subset, (uint32_t)(co * nco), (uint32_t)nco);
+            si += scores_of(sc, (uint32_t)(co * nco), (uint32_t)nco);
         }
         for (ci = 0; ci < d->c_in; ci++) {
             int listed = 0;

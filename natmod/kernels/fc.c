@@ -302,20 +302,13 @@ PT_INLINE uint32_t subset_word(const pt_scores_t *sc, uint32_t q, uint32_t n) {
 }
 
 /* The index of the first pruned score (< thr) of s[i .. m), m when there is
- * none; int8 scores with -127 <= thr <= 0 eight at a time (pt_find_below_s8). */
+ * none; int8 scores with -127 <= thr <= 0 eight at a time (pt_first_below_s8). */
 static uint32_t next_pruned(const pt_scores_t *sc, int fast, uint32_t i, uint32_t m, int32_t thr) {
-    const int8_t *s = (const int8_t *)sc->data;
     if (fast) {
-        for (; i < m && !PT_ALIGNED4(s + i); i++) {
-            if (s[i] < thr) {
-                return i;
-            }
-        }
-        if (m - i >= 8u) {
-            i = (uint32_t)(pt_find_below_s8(s + i, s + i + ((m - i) & ~7u), (uint32_t)(thr + 128) * 0x01010101u) - s);
-        }
+        const int8_t *s = (const int8_t *)sc->data;
+        return (uint32_t)(pt_first_below_s8(s + i, s + m, thr) - s);
     }
-    for (; i < m; i++) {   /* within the group found, the last bytes, or every score */
+    for (; i < m; i++) {
         if (pt_score_get(sc, i) < thr) {
             return i;
         }

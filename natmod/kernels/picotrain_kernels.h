@@ -328,6 +328,11 @@ PT_INLINE uint32_t pt_lowest_bit(uint32_t v) {
  * end when there is none (score.c; eight bytes in 15 cycles on the M0+). */
 const int8_t *pt_find_below_s8(const int8_t *p, const int8_t *end, uint32_t below);
 
+/* The first byte of p[0 : end - p) below lim (-127 <= lim <= 0), or end, at
+ * any alignment: bytes up to a word boundary, pt_find_below_s8's blocks of
+ * eight, then the bytes of the block it found or of the tail. */
+const int8_t *pt_first_below_s8(const int8_t *p, const int8_t *end, int32_t lim);
+
 /* Bits j .. j + nb of a bitmap as a word, bit j lowest (1 <= nb <= 32), any
  * alignment: reads only the bytes holding them (five when j is not a
  * multiple of 8 and nb > 24: a channel range's view starts mid-byte). */
@@ -441,6 +446,18 @@ PT_INLINE int32_t pt_clamp_sym(int32_t *v, int32_t lim) {
         return 1;
     }
     return 0;
+}
+
+/* *s = sat(*s - round(p / 2^shift)) to [-smax, smax] for an int8 score, with
+ * 1 <= shift <= 31, half = 2^(shift - 1) and |p| < 2^31 (a rounded step of
+ * at most 2^30: no overflow); returns 1 when it saturated. */
+PT_INLINE int32_t pt_step_s8(int8_t *s, int32_t p, uint32_t half, int32_t shift, int32_t smax) {
+    const uint32_t sg = (uint32_t)(p >> 31);
+    const uint32_t q = ((((uint32_t)p ^ sg) - sg) + half) >> shift;
+    int32_t v = *s - (int32_t)((q ^ sg) - sg);
+    const int32_t sat = pt_clamp_sym(&v, smax);
+    *s = (int8_t)v;
+    return sat;
 }
 
 /* pt_score_step inline, for the kernels' loops. g == 0 (the common case: most

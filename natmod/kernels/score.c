@@ -88,20 +88,27 @@ const int8_t *pt_find_below_s8(const int8_t *p, const int8_t *end, uint32_t belo
 #endif
 }
 
+const int8_t *pt_first_below_s8(const int8_t *p, const int8_t *end, int32_t lim) {
+    for (; p < end && !PT_ALIGNED4(p); p++) {
+        if (*p < lim) {
+            return p;
+        }
+    }
+    p = pt_find_below_s8(p, p + ((end - p) & ~7), (uint32_t)(lim + 128) * 0x01010101u);
+    for (; p < end; p++) {
+        if (*p < lim) {
+            return p;
+        }
+    }
+    return end;
+}
+
 /* 1 when every int8 score of s[0:n] is in [-smax, smax]; for smax = 127 only
  * -128 is outside: eight at a time, looking for a byte below -127. */
 static int scores_in_range_s8(const int8_t *s, int32_t n, int32_t smax) {
     const int8_t *end = s + n;
     if (smax == PT_Q_MAX) {
-        while (s < end && !PT_ALIGNED4(s)) {
-            if (*s++ == -128) {
-                return 0;
-            }
-        }
-        if (pt_find_below_s8(s, s + ((end - s) & ~7), 0x01010101u) != s + ((end - s) & ~7)) {
-            return 0;
-        }
-        s += (end - s) & ~7;
+        return pt_first_below_s8(s, end, -PT_Q_MAX) == end;
     }
     for (; s < end; s++) {
         if (*s > smax || *s < -smax) {
@@ -208,18 +215,6 @@ static PT_NOINLINE int32_t score_list_s8(const int32_t *lp, const int32_t *end, 
 }
 #endif
 
-/* *s = sat(*s - round(p / 2^shift)) to [-smax, smax] for an int8 score, with
- * 1 <= shift <= 31, half = 2^(shift - 1) and p = e * x * w (|p| < 2^21);
- * returns 1 when it saturated. */
-PT_INLINE int32_t step_s8(int8_t *s, int32_t p, uint32_t half, int32_t shift, int32_t smax) {
-    const uint32_t sg = (uint32_t)(p >> 31);
-    const uint32_t q = ((((uint32_t)p ^ sg) - sg) + half) >> shift;
-    int32_t v = *s - (int32_t)((q ^ sg) - sg);
-    const int32_t sat = pt_clamp_sym(&v, smax);
-    *s = (int8_t)v;
-    return sat;
-}
-
 #if !PT_ASM_M0
 static int32_t score_list_s8(const int32_t *lp, const int32_t *end, const int8_t *w, int8_t *s,
                              int32_t eo, int32_t shift, int32_t smax) {
@@ -229,7 +224,7 @@ static int32_t score_list_s8(const int32_t *lp, const int32_t *end, const int8_t
         const int32_t i = (int32_t)((uint32_t)*lp >> 8);
         const int32_t p = (int32_t)(int8_t)(uint8_t)*lp * w[i];
         if (p != 0) {
-            sat += step_s8(s + i, p * eo, half, shift, smax);
+            sat += pt_step_s8(s + i, p * eo, half, shift, smax);
         }
     }
     return sat;
@@ -257,7 +252,7 @@ static PT_NOINLINE int32_t score_row_subset_s8(const uint32_t *xnz, const int8_t
             const int32_t p = x[i] * w[i];
             a ^= low;
             if (p != 0) {
-                sat += step_s8(s + k + pt_popcount32(v & (low - 1u)), p * eo, half, shift, smax);
+                sat += pt_step_s8(s + k + pt_popcount32(v & (low - 1u)), p * eo, half, shift, smax);
             }
         }
         k += pt_popcount32(v);

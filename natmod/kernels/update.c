@@ -120,17 +120,6 @@ PT_INLINE uint32_t round_pseudo(uint32_t m, const pt_pseudo_t *r) {
     return (m >> r->s) + (((rem >> r->up) >> 1) > (((rem << r->ph) >> r->up) >> 1));
 }
 
-/* *w = sat8(*w - sign(g) q), q <= 256; returns 1 when it saturated. */
-PT_INLINE int32_t step_weight(int8_t *w, int32_t g, uint32_t q) {
-    int32_t v = g < 0 ? *w + (int32_t)q : *w - (int32_t)q;
-    if ((uint32_t)(v + PT_Q_MAX) > 2 * PT_Q_MAX) {
-        *w = (int8_t)(v > 0 ? PT_Q_MAX : -PT_Q_MAX);
-        return 1;
-    }
-    *w = (int8_t)v;
-    return 0;
-}
-
 /* The update of w[0:n] item by item, 0 <= s <= 31: the rounding of
  * kernels_py.rshift_pseudo, q = |g| >> s plus 1 when the upper s - s/2
  * dropped bits (the probability P) exceed the lower h = s/2 (the random
@@ -254,7 +243,7 @@ static int32_t update_items(int8_t *w, const int32_t *g, int32_t n, uint32_t s) 
         if (q > 2 * PT_Q_MAX + 1) {
             q = 2 * PT_Q_MAX + 2;   /* > 255: saturates whatever the weight is (-128 too) */
         }
-        sat += step_weight(w, gt, q);
+        sat += apply_delta(w, gt < 0 ? -(int32_t)q : (int32_t)q);
     }
     return sat;
 }
@@ -319,24 +308,13 @@ static int32_t maxabs_s8(const int8_t *v, int32_t n) {
     return m;
 }
 
-/* w[0:n]: every -128 becomes -127 (a zero step); returns how many. Words
- * eight bytes at a time while they hold no -128 (pt_find_below_s8). */
+/* w[0:n]: every -128 becomes -127 (a zero step); returns how many. */
 static int32_t clip_min_s8(int8_t *p, int32_t n) {
     int8_t *const end = p + n;
     int32_t sat = 0;
-    while (p < end) {
-        int8_t *stop = p + 1;
-        if (PT_ALIGNED4(p) && end - p >= 8) {
-            int8_t *blocks = p + ((end - p) & ~7);
-            p = (int8_t *)pt_find_below_s8(p, blocks, 0x01010101u);
-            stop = p == blocks ? end : p + 8;   /* the block with a -128, or the tail */
-        }
-        for (; p < stop && p < end; p++) {
-            if (*p == -128) {
-                *p = -PT_Q_MAX;
-                sat++;
-            }
-        }
+    while ((p = (int8_t *)pt_first_below_s8(p, end, -PT_Q_MAX)) != end) {
+        *p++ = -PT_Q_MAX;
+        sat++;
     }
     return sat;
 }
@@ -398,7 +376,8 @@ static int32_t update_list(int8_t *w, const int32_t *lp, int32_t eo, uint32_t s)
     int32_t sat = 0;
     for (; (uint8_t)*lp != 0; lp++) {
         const int32_t g = eo * (int32_t)(int8_t)(uint8_t)*lp;
-        sat += step_weight(w + ((uint32_t)*lp >> 8), g, round_pseudo(pt_abs_u32(g), &r));
+        const int32_t q = (int32_t)round_pseudo(pt_abs_u32(g), &r);
+        sat += apply_delta(w + ((uint32_t)*lp >> 8), g < 0 ? -q : q);
     }
     return sat;
 }
