@@ -190,11 +190,9 @@ def _unfused_update(c):
     e, x, w, n_out, n_in, mu = c.args[:6]
     n = n_out * n_in
     g = array("i", bytes(4 * n))  # the gradient, once the first call has made it
-    ref = array("i", g)
-    PY.outer_s8_s32(e, x, ref, n_out, n_in)
     w2 = array("b", w)
     steps = [("outer_s8_s32", [e, x, g, n_out, n_in]), ("bitlen_s32", [g, n]),
-             ("update_s8", [w2, g, n, PY.bitlen_s32(ref, n) - mu])]
+             ("update_s8", [w2, g, n, lambda: PY.bitlen_s32(g, n) - mu])]
     return steps, w2, c.after[2]
 
 
@@ -397,11 +395,7 @@ def main(argv=None):
     if args.from_json:
         saved = json.loads(Path(args.from_json).read_text())
         lines = report(saved["results"], saved["images"], saved["model"], args, saved["factor"], saved["seconds"])
-        out = Path(args.out)
-        (out / "RESULTS.md").write_text("\n".join(lines) + "\n")
-        plot(out / "step_ms.png", saved["results"], PAPER)
-        if out.resolve() == HERE:
-            write_readme(HERE.parent / "README.md", saved["results"])
+        write_outputs(Path(args.out), lines, saved["results"], print)
         return 0
     methods = [m for m in args.methods.split(",") if m]
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
@@ -469,15 +463,20 @@ def main(argv=None):
     if args.quick:
         print("\n".join(lines))
     else:
-        out = Path(args.out)
-        (out / "RESULTS.md").write_text("\n".join(lines) + "\n")
-        plot(out / "step_ms.png", results, PAPER)
-        log("wrote %s and %s" % (out / "RESULTS.md", out / "step_ms.png"))
-        if out.resolve() == HERE and set(PAPER) <= set(results):  # the full run: the README's table too
-            write_readme(HERE.parent / "README.md", results)
-            log("updated the table in README.md")
+        write_outputs(Path(args.out), lines, results, log)
     ok = all(r["after_exact"] and r.get("before_exact", True) and r["dense_exact"] for r in results.values())
     return 0 if ok else 1
+
+
+def write_outputs(out, lines, results, log):
+    """RESULTS.md and the plot in folder out; the README's table too when out is benchmarks/
+    and every method of the paper was run."""
+    (out / "RESULTS.md").write_text("\n".join(lines) + "\n")
+    plot(out / "step_ms.png", results, PAPER)
+    log("wrote %s and %s" % (out / "RESULTS.md", out / "step_ms.png"))
+    if out.resolve() == HERE and set(PAPER) <= set(results):
+        write_readme(HERE.parent / "README.md", results)
+        log("updated the table in README.md")
 
 
 def _scratch_saved(results):

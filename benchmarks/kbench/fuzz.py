@@ -13,7 +13,7 @@ import copy
 import random
 from array import array
 
-from . import emu, record  # record also puts device/ on sys.path
+from . import emu
 from picotrain import kernels_py as PY
 from picotrain.kernels import RANGED
 

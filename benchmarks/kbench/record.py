@@ -13,18 +13,13 @@ distribution they have in training: pruned edges, sparse errors after max-pool a
 
 import copy
 import hashlib
-import sys
 from array import array
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-DEVICE = ROOT / "device"
-for p in (str(DEVICE), str(ROOT)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+import picotrain as pt  # kbench/__init__.py put this checkout's device/ first on sys.path
+from picotrain import kernels as K
 
-import picotrain as pt  # noqa: E402
-from picotrain import kernels as K  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 CACHE = ROOT / "out" / "bench"
 
