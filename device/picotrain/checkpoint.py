@@ -40,6 +40,7 @@ import os
 import struct
 
 from . import modelfile
+from .train import method_state, restore_method_state
 
 # Constructor keywords of the methods, read back from the trainer's attributes:
 # NITI (mu), PRIOT/PRIOTS (threshold ... select), TinTin (m, n), FQT/PartialFQT (lr, budget).
@@ -243,26 +244,6 @@ class Checkpoint:
             for q in (p, p + ".tmp"):
                 if _exists(q):
                     os.remove(q)
-
-
-def method_state(t):
-    """What a trainer keeps outside its model: its PRNG's state ("rng") and
-    checkpoint_state() ("tstate"), as a dict of JSON-able values."""
-    out = {}
-    rng = getattr(t, "rng", None)
-    if rng is not None:
-        out["rng"] = rng.state
-    if hasattr(t, "checkpoint_state"):
-        out["tstate"] = t.checkpoint_state()
-    return out
-
-
-def restore_method_state(t, state):
-    """Put back what method_state() took (state may hold more keys)."""
-    if state.get("rng") is not None and getattr(t, "rng", None) is not None:
-        t.rng.state = state["rng"]
-    if state.get("tstate") is not None and hasattr(t, "restore_state"):
-        t.restore_state(state["tstate"])
 
 
 def _exists(path):

@@ -38,6 +38,7 @@ Where the good state lives:
   copies it into the live model. Nothing is kept in RAM.
 """
 from .layers import _prod
+from .train import method_state, restore_method_state
 
 
 def _fraction(name, v):
@@ -196,13 +197,11 @@ class Guard:
         for (a, _), c in zip(arrays, self._copy):
             c[:] = a
         self._numbers = [getattr(o, k) for o, k in numbers]
-        from .checkpoint import method_state  # here: a run without checkpoints need not load their code
         self._state = method_state(t)
         self._where = where
 
     def _roll_back(self, t):
         """Put the last good state back into t; returns where it came from."""
-        from .checkpoint import restore_method_state
         arrays, numbers = t._trained(t.model)
         if self._ck is None:
             for (a, _), c in zip(arrays, self._copy):

@@ -56,16 +56,19 @@ def bit_length(m):
     return n
 
 
-def bitlen_s32(acc, n):
-    """Bit length of max |acc[0:n]|: NITI's range estimate."""
+def _maxabs(v, n):
+    """max |v[0:n]| (0 for n = 0)."""
     m = 0
     for j in range(n):
-        v = acc[j]
-        if v < 0:
-            v = -v
-        if v > m:
-            m = v
-    return bit_length(m)
+        a = -v[j] if v[j] < 0 else v[j]
+        if a > m:
+            m = a
+    return m
+
+
+def bitlen_s32(acc, n):
+    """Bit length of max |acc[0:n]|: NITI's range estimate."""
+    return bit_length(_maxabs(acc, n))
 
 
 def _put8(out, j, v):
@@ -739,15 +742,6 @@ def update_s8(w, g, n, shift, c0=0, c1=None):
     for j in range(c0, check_range("update_s8", c0, c1, n)):
         sat += _update1(w, j, g[j], shift)
     return sat
-
-
-def _maxabs(v, n):
-    m = 0
-    for j in range(n):
-        a = -v[j] if v[j] < 0 else v[j]
-        if a > m:
-            m = a
-    return m
 
 
 def update_outer_s8(e, x, w, n_out, n_in, mu, c0=0, c1=None):

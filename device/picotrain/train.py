@@ -22,7 +22,7 @@ import time
 
 from . import kernels as K
 from .layers import Linear
-from .memory import _free_bytes, preflight
+from .memory import _free_bytes, preflight, trainer_plan
 
 
 def _ms():
@@ -184,11 +184,8 @@ class Trainer:
 
     def nbytes(self):
         """Bytes of training buffers: the model's, the method's, and the copy
-        a Guard keeps to roll back to (while fit uses one)."""
-        n = self.model.nbytes(training=True, static=not self.dynamic) + self._method_nbytes()
-        if self.guard is not None:
-            n += self.guard.nbytes()
-        return n
+        a Guard keeps to roll back to (while fit uses one): memory_plan's total."""
+        return trainer_plan(self)["total"]
 
     def _trained(self, model):
         """What training changes in `model` (this trainer's own, or one loaded
@@ -209,12 +206,6 @@ class Trainer:
         anything is allocated, and nbytes() adds them up afterwards."""
         return {}
 
-    def _method_nbytes(self):
-        n = 0
-        for v in self._plan_nbytes().values():
-            n += v
-        return n
-
 
 def evaluate(model, data, dynamic=None):
     """Accuracy of model.predict over data (iterable of (x, label))."""
@@ -223,6 +214,26 @@ def evaluate(model, data, dynamic=None):
         ok += model.predict(x, dynamic) == label
         n += 1
     return ok / n if n else 0.0
+
+
+def method_state(t):
+    """What a trainer keeps outside its model: its PRNG's state ("rng") and
+    checkpoint_state() ("tstate"), as a dict of JSON-able values."""
+    out = {}
+    rng = getattr(t, "rng", None)
+    if rng is not None:
+        out["rng"] = rng.state
+    if hasattr(t, "checkpoint_state"):
+        out["tstate"] = t.checkpoint_state()
+    return out
+
+
+def restore_method_state(t, state):
+    """Put back what method_state() took (state may hold more keys)."""
+    if state.get("rng") is not None and getattr(t, "rng", None) is not None:
+        t.rng.state = state["rng"]
+    if state.get("tstate") is not None and hasattr(t, "restore_state"):
+        t.restore_state(state["tstate"])
 
 
 class NITI(Trainer):
