@@ -71,19 +71,22 @@ class NitiRun:
     tinymodels.cnn(2024), printing a digest of the trained model. argv: method backend
     steps [cores].
 
-    cpython(*argv): its stdout on CPython. micropython(*argv, path=(), then=""): its stdout
+    cpython(*argv): its stdout on CPython (cached). micropython(*argv, path=(), then=""): its stdout
     under the unix port (the script's text with argv set in it and the code `then` after it,
     tests/device importable)."""
 
     script = TESTS_DEVICE_DIR / "scripts" / "niti_run.py"
+    _cpython = {}  # argv -> stdout: a fixed-seed run of unchanged code, run once per session
 
     def __init__(self, request):
         self._request = request
 
     def cpython(self, *argv):
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(DEVICE_DIR), str(TESTS_DEVICE_DIR)]))
-        return subprocess.run([sys.executable, str(self.script), *argv], capture_output=True, text=True,
-                              env=env, check=True).stdout
+        if argv not in self._cpython:
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(DEVICE_DIR), str(TESTS_DEVICE_DIR)]))
+            self._cpython[argv] = subprocess.run([sys.executable, str(self.script), *argv], capture_output=True,
+                                                 text=True, env=env, check=True).stdout
+        return self._cpython[argv]
 
     def micropython(self, *argv, path=(), then=""):
         run = self._request.getfixturevalue("micropython")  # skips the test without the unix port

@@ -2,9 +2,10 @@
 
 On CPython the worker is a real thread; under the MicroPython unix port too (its
 threads run native code in parallel). Fixed-seed runs of every method with two
-cores equal the one-core mirror bit for bit, the splitter hands the upper half
-to the worker, errors there reach the caller, and a two-core step allocates
-nothing on MicroPython (the worker holding its own heap lock)."""
+cores equal the one-core mirror bit for bit, and a two-core step allocates
+nothing on MicroPython (the worker holding its own heap lock): test_micropython.py,
+for one core and two. Here: the splitter hands the upper half to the worker,
+and errors there reach the caller."""
 import threading
 from array import array
 
@@ -13,9 +14,6 @@ import pytest
 import picotrain as pt
 from picotrain import cores, kernels, kernels_py
 
-METHODS = ["NITI", "StaticNITI", "PRIOT", "PRIOTS", "PRIOTS-w", "TinTin", "TinTin-b", "FQT", "PartialFQT",
-           "PartialFQT-b"]
-
 
 @pytest.fixture
 def two_cores():
@@ -23,27 +21,6 @@ def two_cores():
     pt.use_cores(2, min_work=0)
     yield
     pt.use_cores(1)
-
-
-@pytest.mark.parametrize("method", METHODS)
-def test_two_cores_train_the_same_bits_on_cpython(niti_run, method):
-    one = niti_run.cpython(method, "numpy", "40")
-    assert niti_run.cpython(method, "numpy", "40", "2") == one
-    assert niti_run.cpython(method, "python", "40", "2") == one
-    assert "crc" in one
-
-
-@pytest.mark.parametrize("method", METHODS)
-def test_two_cores_under_micropython_match_the_mirror(niti_run, method):
-    mp = niti_run.micropython(method, "python", "40", "2")
-    assert mp == niti_run.cpython(method, "numpy", "40")
-
-
-def test_two_core_step_allocates_nothing(locked_steps):
-    cases, backend = locked_steps("python", cores=2)
-    assert backend == "python, 2 cores"
-    assert cases == [(m, b) for m in ("NITI", "StaticNITI", "PRIOT", "PRIOTS", "TinTin", "FQT", "PartialFQT")
-                     for b in (1, 2)]
 
 
 def test_use_cores_reports_and_rebinds(two_cores):

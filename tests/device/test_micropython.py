@@ -3,17 +3,26 @@ with the CPython mirror; training steps under micropython.heap_lock()."""
 import pytest
 
 
-@pytest.mark.parametrize("method", ["NITI", "StaticNITI", "PRIOT", "PRIOTS", "PRIOTS-w",
-                                    "TinTin", "TinTin-b", "FQT", "PartialFQT", "PartialFQT-b"])  # issue 5: the last five
-def test_fixed_seed_run_matches_mirror(niti_run, method):
-    mp = niti_run.micropython(method, "python", "40")
-    assert mp == niti_run.cpython(method, "numpy", "40") == niti_run.cpython(method, "python", "40")
-    assert "crc" in mp
+METHODS = ["NITI", "StaticNITI", "PRIOT", "PRIOTS", "PRIOTS-w",
+           "TinTin", "TinTin-b", "FQT", "PartialFQT", "PartialFQT-b"]  # issue 5: the last five
 
 
-def test_step_allocates_nothing(locked_steps):
-    cases, backend = locked_steps("python")
-    assert backend == "python"
+@pytest.mark.parametrize("cores", [1, 2])  # issue 8: two cores (cores.py), every call split
+@pytest.mark.parametrize("method", METHODS)
+def test_fixed_seed_run_matches_mirror(niti_run, method, cores):
+    """The unix port, and both CPython backends, give the one-core numpy mirror's bits."""
+    on = () if cores == 1 else (str(cores),)
+    one = niti_run.cpython(method, "numpy", "40")
+    assert niti_run.micropython(method, "python", "40", *on) == one
+    assert niti_run.cpython(method, "python", "40", *on) == one
+    assert niti_run.cpython(method, "numpy", "40", *on) == one
+    assert "crc" in one
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+def test_step_allocates_nothing(locked_steps, cores):
+    cases, backend = locked_steps("python", cores=cores)
+    assert backend == "python" + ("" if cores == 1 else ", %d cores" % cores)
     assert cases == [(m, b) for m in ("NITI", "StaticNITI", "PRIOT", "PRIOTS", "TinTin", "FQT", "PartialFQT")
                      for b in (1, 2)]
 
