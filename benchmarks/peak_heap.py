@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from kbench import glue, record  # noqa: E402
+from kbench import emu, record  # noqa: E402
 
 MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
 COMMAND = ".venv/bin/python benchmarks/peak_heap.py"
@@ -79,7 +79,7 @@ def setup(tmp, n):
     pkg.mkdir(parents=True)
     for name, data in deploy.compile_package("x64").items():
         (pkg / Path(name).name).write_bytes(data)
-    build = glue.importlib_build()
+    build = emu.natmod_build()
     mpy, _ = build.build_module(ROOT / "natmod" / "kernels", "x64", build.micropython_dir(), tmp / "build")
     shutil.copy(mpy, pkg / "_native.mpy")
     shutil.copy(model_path, tmp / "model.pt8")

@@ -99,23 +99,38 @@ def module_dirs():
     return sorted(d for d in NATMOD.iterdir() if d.is_dir() and d != BUILD and any(d.glob("*.c")))
 
 
+def _cc(src_dir, arch, mpy_dir, config):
+    return compiler(arch) + CFLAGS + CFLAGS_EXTRA + ["-I%s" % src_dir, "-I%s" % mpy_dir,
+                                                     "-DMP_CONFIGFILE=<%s>" % config]
+
+
+def config_header(src_dir, arch, mpy_dir, out_dir=BUILD):
+    """Write the config header of one module for one arch (MicroPython's static qstrs
+    and the module's own: preprocess with the static ones only, the MP_QSTR_ left over
+    are ours); returns its path. build_module writes it first; the benchmark and the
+    binding fuzzer, which compile binding.c themselves, call it for a current one."""
+    src_dir, name = Path(src_dir), Path(src_dir).name
+    work = Path(out_dir) / name / arch
+    work.mkdir(parents=True, exist_ok=True)
+    config = work / (name + ".config.h")
+    cc = _cc(src_dir, arch, mpy_dir, config)
+    static = runtime.static_qstrs(mpy_dir)
+    config.write_text(qstrs.header_text(static))
+    own = set()
+    for src in sorted(src_dir.glob("*.c")):
+        own |= qstrs.used_qstrs(_run(cc + ["-E", str(src)]))
+    config.write_text(qstrs.header_text(static, sorted(own)))
+    return config
+
+
 def build_module(src_dir, arch, mpy_dir, out_dir=BUILD):
     """Build one module for one arch with our linker; returns (path of the .mpy, Linked)."""
     src_dir, name = Path(src_dir), Path(src_dir).name
     sources = sorted(src_dir.glob("*.c"))
     work = Path(out_dir) / name / arch
-    work.mkdir(parents=True, exist_ok=True)
-    config = work / (name + ".config.h")
-    cc = compiler(arch) + CFLAGS + CFLAGS_EXTRA + ["-I%s" % src_dir, "-I%s" % mpy_dir, "-DMP_CONFIGFILE=<%s>" % config]
-
-    # Config header: preprocess with the static qstrs only; MP_QSTR_ left over are ours.
-    static = runtime.static_qstrs(mpy_dir)
-    config.write_text(qstrs.header_text(static))
-    own = set()
-    for src in sources:
-        own |= qstrs.used_qstrs(_run(cc + ["-E", str(src)]))
-    header = qstrs.header_text(static, sorted(own))
-    config.write_text(header)
+    config = config_header(src_dir, arch, mpy_dir, out_dir)
+    header = config.read_text()
+    cc = _cc(src_dir, arch, mpy_dir, config)
 
     objects = []
     for src in sources:

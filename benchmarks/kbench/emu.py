@@ -29,11 +29,22 @@ import harness  # noqa: E402
 from harness import Buf  # noqa: E402
 
 
+_BUILD = []
+
+
+def natmod_build():
+    """natmod/build.py as a module (a script, not in a package), loaded once."""
+    if not _BUILD:
+        spec = importlib.util.spec_from_file_location("picotrain_natmod_build", ROOT / "natmod" / "build.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        _BUILD.append(mod)
+    return _BUILD[0]
+
+
 def module_cflags():
     """The compiler flags natmod/build.py gives every kernel file (the .mpy's code)."""
-    spec = importlib.util.spec_from_file_location("picotrain_natmod_build", ROOT / "natmod" / "build.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = natmod_build()
     # -D flags only matter to binding.c (MicroPython headers), which is not built here.
     flags = [f for f in mod.CFLAGS + mod.CFLAGS_EXTRA if not f.startswith("-D") or f == "-DNDEBUG"]
     # An assembler warning in the inline assembly is an error here (e.g. an LDM register
@@ -244,13 +255,9 @@ def check_call(res, name, after, ret):
 def binding_cflags():
     """Flags to compile binding.c as natmod/build.py does (dynruntime mode, the module's
     generated config header), for bind_driver.c."""
-    spec = importlib.util.spec_from_file_location("picotrain_natmod_build", ROOT / "natmod" / "build.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = natmod_build()
     mpy_dir = mod.micropython_dir()
-    config = ROOT / "natmod" / "build" / "kernels" / "armv6m" / "kernels.config.h"
-    if not config.exists() or config.stat().st_mtime < (KERNELS / "binding.c").stat().st_mtime:
-        mod.build_module(KERNELS, "armv6m", mpy_dir)  # its qstrs are binding.c's
+    config = mod.config_header(KERNELS, "armv6m", mpy_dir)  # its qstrs are binding.c's
     flags = [f for f in mod.CFLAGS + mod.CFLAGS_EXTRA if f != "-Werror"]
     return tuple(flags + ["-DMICROPY_FLOAT_IMPL=MICROPY_FLOAT_IMPL_FLOAT", "-I%s" % mpy_dir,
                           "-DMP_CONFIGFILE=<%s>" % config, "-Wno-unused-function"])

@@ -153,7 +153,7 @@ def unix_step_counts(model_path, samples, methods, steps=20, warm=20, cores=1, l
     the step run on `cores` cores (picotrain.use_cores; two: both threads counted)."""
     exe = Path(sys.executable).with_name("micropython")
     exe = str(exe) if exe.exists() else shutil.which("micropython")
-    spec_b = importlib_build()
+    spec_b = emu.natmod_build()
     out = {}
     with tempfile.TemporaryDirectory(prefix="pt-glue-") as tmp:
         tmp = Path(tmp)
@@ -191,14 +191,6 @@ def unix_step_counts(model_path, samples, methods, steps=20, warm=20, cores=1, l
     return out
 
 
-def importlib_build():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("picotrain_natmod_build", ROOT / "natmod" / "build.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 # ------------------------------------------------------- M0+ cycles / x64 --
 
 HOST_CHILD = r'''
@@ -229,7 +221,7 @@ def c_factor(calls, log=print):
     `calls` [(name, args)]: (factor, M0+ cycles, x64 instructions)."""
     image = emu.build_image(cflags=emu.module_cflags() + ("-DPT_NO_ASM",))
     m0 = sum(emu.run_call(image, name, args).cycles for name, args in calls)
-    b = importlib_build()
+    b = emu.natmod_build()
     x64_flags = [f for f in b.CFLAGS + b.CFLAGS_EXTRA if not f.startswith("-D") or f == "-DNDEBUG"]
     x64_flags += b.ARCH_CFLAGS["x64"][1][:1] + ["-DPT_NO_ASM", "-shared"]
     with tempfile.TemporaryDirectory(prefix="pt-factor-") as tmp:

@@ -47,23 +47,12 @@ def _qstr_table(config):
             + "const int fuzz_qstr_count = %d;\n" % n)
 
 
-def _lacks_qstrs(config, binding):
-    """True when the generated header is missing or older than binding.c's names
-    (a kernel added since the last x64 build)."""
-    if not config.exists():
-        return True
-    have = set(re.findall(r"#define MP_QSTR_(\w+) ", config.read_text()))
-    return not set(re.findall(r"MP_QSTR_(\w+)", binding.read_text())) <= have
-
-
 def build(binding_dir=KERNELS, out=OUT):
     """Compile the harness with binding_dir/binding.c and the kernels; returns the executable.
     Reused while its sources are unchanged."""
     b = runpy.run_path(str(ROOT / "natmod" / "build.py"))  # its functions and flags (a script, not a module)
     mpy_dir = b["micropython_dir"]()
-    config = b["BUILD"] / "kernels" / "x64" / "kernels.config.h"
-    if _lacks_qstrs(config, Path(binding_dir) / "binding.c"):
-        b["build_module"](KERNELS, "x64", mpy_dir)
+    config = b["config_header"](KERNELS, "x64", mpy_dir)
     kernels = sorted(p for p in KERNELS.glob("*.c") if p.name != "binding.c")
     sources = [HARNESS, Path(binding_dir) / "binding.c", *kernels, *KERNELS.glob("*.h")]
     # natmod/build.py's flags, but the fuzzer's optimisation, and warnings not fatal (the
