@@ -27,6 +27,7 @@ if str(RP2040) not in sys.path:
 
 import harness  # noqa: E402
 from harness import Buf  # noqa: E402
+from picotrain.kernels import RANGED, RANGED_SCRATCH  # noqa: E402  (kbench/__init__.py: this checkout's)
 
 
 _BUILD = []
@@ -80,11 +81,13 @@ def conv_dims(c_in, h, wd, c_out, k, stride, pad):
     return struct.pack("<9i", c_in, h, wd, c_out, k, stride, pad, oh, ow)
 
 
-def _range(a, n, count):
-    """[c0, c1]: the channel range of a call whose first n arguments are the kernel's own
-    (absent: the whole range, as the kernels' defaults)."""
+def _range(name, a):
+    """[c0, c1]: the channel range of a call of kernel `name` with arguments a (absent: the
+    whole range, as the kernels' defaults); kernels.RANGED and RANGED_SCRATCH say where its
+    own arguments end and which one is the channel count."""
+    n, ci = (RANGED.get(name) or RANGED_SCRATCH[name])[:2]
     c0 = a[n] if len(a) > n else 0
-    c1 = a[n + 1] if len(a) > n + 1 and a[n + 1] is not None else count
+    c1 = a[n + 1] if len(a) > n + 1 and a[n + 1] is not None else a[ci]
     return [c0, c1]
 
 
@@ -111,11 +114,9 @@ def _plan(name, a):
     if name == "fc_t_s8_s32":
         return "pt_" + name, [B(a[0]), B(a[1]), B(a[2]), a[3], a[4]], {0: 0, 1: 1, 2: 2}
     if name in ("fc_s8_s32", "outer_s8_s32"):
-        rows = a[4] if name == "fc_s8_s32" else a[3]
-        return "pt_" + name, [B(a[0]), B(a[1]), B(a[2]), a[3], a[4], *_range(a, 5, rows)], {0: 0, 1: 1, 2: 2}
+        return "pt_" + name, [B(a[0]), B(a[1]), B(a[2]), a[3], a[4], *_range(name, a)], {0: 0, 1: 1, 2: 2}
     if name in ("conv2d_s8_s32_chw", "conv2d_t_s8_s32_chw", "conv2d_grad_s8_s32_chw"):
-        count = a[3] if name == "conv2d_t_s8_s32_chw" else a[6]
-        return "pt_" + name, [B(a[0]), B(a[1]), B(a[2]), Buf(conv_dims(*a[3:10])), *_range(a, 10, count)], \
+        return "pt_" + name, [B(a[0]), B(a[1]), B(a[2]), Buf(conv_dims(*a[3:10])), *_range(name, a)], \
             {0: 0, 1: 1, 2: 2}
     if name == "relu_s8":
         return "pt_relu_s8", [B(a[0]), a[1]], {0: 0}
@@ -132,9 +133,9 @@ def _plan(name, a):
     if name == "softmax_xent_s8":
         return "pt_softmax_xent_s8", [B(a[0]), a[1], _shift(a[2]), a[3], B(a[4]), B(a[5])], {0: 0, 4: 4, 5: 5}
     if name == "update_s8":
-        return "pt_update_s8", [B(a[0]), B(a[1]), a[2], _shift(a[3]), *_range(a, 4, a[2])], {0: 0, 1: 1}
+        return "pt_update_s8", [B(a[0]), B(a[1]), a[2], _shift(a[3]), *_range(name, a)], {0: 0, 1: 1}
     if name == "update_outer_s8":
-        return "pt_update_outer_s8", [B(a[0]), B(a[1]), B(a[2]), a[3], a[4], a[5], *_range(a, 6, a[3])], \
+        return "pt_update_outer_s8", [B(a[0]), B(a[1]), B(a[2]), a[3], a[4], a[5], *_range(name, a)], \
             {0: 0, 1: 1, 2: 2}
     if name == "rescale_s32_s8":
         return "pt_rescale_s32_s8", [B(a[0]), B(a[1]), a[2], a[3], a[4]], {0: 0, 1: 1}
@@ -151,20 +152,19 @@ def _plan(name, a):
         args = [B(a[0]), B(a[1]), B(sc) if sc is not None else 0,
                 B(sub) if sc is not None and sub is not None else 0, _s16(sc), _thr(a[4]), B(a[5]), a[6], a[7]]
         if name == "fc_mask_s8_s32":
-            args += _range(a, 8, a[7])
+            args += _range(name, a)
         return "kb_" + name, args, _bufmap(args, {0: 0, 1: 1, 2: 2, 3: 3, 5: 6})
     if name in ("conv2d_mask_s8_s32_chw", "conv2d_t_mask_s8_s32_chw"):
         sc, sub = a[2], a[3]
         args = [B(a[0]), B(a[1]), B(sc) if sc is not None else 0,
                 B(sub) if sc is not None and sub is not None else 0, _s16(sc), _thr(a[4]), B(a[5]),
-                Buf(conv_dims(*a[6:13])), *_range(a, 13, a[6] if name == "conv2d_t_mask_s8_s32_chw" else a[9])]
+                Buf(conv_dims(*a[6:13])), *_range(name, a)]
         return "kb_" + name, args, _bufmap(args, {0: 0, 1: 1, 2: 2, 3: 3, 5: 6})
     if name in ("conv2d_s8_s8_chw", "conv2d_mask_s8_s8_chw"):
         if name == "conv2d_s8_s8_chw":
             a = [a[0], a[1], None, None, 0, *a[2:]]
         sc, sub = a[2], a[3]
-        c0 = a[17] if len(a) > 17 else 0
-        c1 = a[18] if len(a) > 18 and a[18] is not None else a[10]
+        c0, c1 = _range("conv2d_mask_s8_s8_chw", a)
         args = [B(a[0]), B(a[1]), B(sc) if sc is not None else 0,
                 B(sub) if sc is not None and sub is not None else 0, _s16(sc), _thr(a[4]), B(a[5]), B(a[6]),
                 len(a[6]), Buf(conv_dims(*a[7:14])), _shift(a[14]), B(a[15]) if a[15] is not None else 0,
@@ -174,11 +174,11 @@ def _plan(name, a):
         return "kb_conv2d_mask_s8_s8_chw", args, _bufmap(args, m)
     if name == "fc_score_s8":
         args = [B(a[0]), B(a[1]), B(a[2]), B(a[3]), B(a[4]) if a[4] is not None else 0, _s16(a[3]),
-                _shift(a[5]), a[6], a[7], a[8], *_range(a, 9, a[8])]
+                _shift(a[5]), a[6], a[7], a[8], *_range(name, a)]
         return "kb_fc_score_s8", args, _bufmap(args, {0: 0, 1: 1, 2: 2, 3: 3, 4: 4})
     if name == "conv2d_score_s8_chw":
         args = [B(a[0]), B(a[1]), B(a[2]), B(a[3]), B(a[4]) if a[4] is not None else 0, _s16(a[3]),
-                _shift(a[5]), a[6], Buf(conv_dims(*a[7:14])), *_range(a, 14, a[10])]
+                _shift(a[5]), a[6], Buf(conv_dims(*a[7:14])), *_range(name, a)]
         return "kb_conv2d_score_s8_chw", args, _bufmap(args, {0: 0, 1: 1, 2: 2, 3: 3, 4: 4})
     if name == "score_update_s8":
         args = [B(a[0]), B(a[1]) if a[1] is not None else 0, _s16(a[0]), B(a[2]), B(a[3]),
