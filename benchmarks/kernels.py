@@ -196,8 +196,35 @@ def _unfused_update(c):
     return steps, w2, c.after[2]
 
 
+def _unfused_pool(c):
+    """A rectified pool (a ReLU before it, pooled: relu = 1) as maxpool2d_s8_chw and
+    relu_s8 on its output."""
+    a = list(c.args[:7])
+    out = array("b", a[1])
+    ch, h, wd, k = a[3:7]
+    steps = [("maxpool2d_s8_chw", [a[0], out, *a[2:7]])]
+    if len(c.args) > 7 and c.args[7]:
+        steps.append(("relu_s8", [out, ch * (h // k) * (wd // k)]))
+    return steps, out, c.after[1]
+
+
+def _unfused_pool_bwd(c):
+    """The backward pass of a rectified pool (with y) as relu_bwd_s8 on a copy of its
+    error, then maxpool2d_bwd_s8_chw."""
+    a = list(c.args[:7])
+    e = array("b", a[0])
+    out = array("b", a[2])
+    ch, h, wd, k = a[3:7]
+    steps = []
+    if len(c.args) > 7 and c.args[7] is not None:
+        steps.append(("relu_bwd_s8", [c.args[7], e, ch * (h // k) * (wd // k)]))
+    steps.append(("maxpool2d_bwd_s8_chw", [e, a[1], out, *a[3:7]]))
+    return steps, out, c.after[2]
+
+
 UNFUSED = {"conv2d_s8_s8_chw": _unfused_conv, "conv2d_mask_s8_s8_chw": _unfused_conv,
-           "update_outer_s8": _unfused_update}
+           "update_outer_s8": _unfused_update,
+           "maxpool2d_s8_chw": _unfused_pool, "maxpool2d_bwd_s8_chw": _unfused_pool_bwd}
 
 
 def run_unfused(image, c):

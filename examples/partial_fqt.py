@@ -10,7 +10,7 @@ epoch of best training accuracy, mean and std over seeds. Sample order: XorShift
 Speed, three ways (one step = forward, error, backward, update at batch 1):
 - ms/step on the numpy mirror (CPython);
 - ms/step under the MicroPython unix port (x64) with the native C kernels
-  (natmod/build/kernels-x64-mpy6.3.mpy, built by natmod/build.py) and with the pure-Python
+  (natmod/build/kernels-x64-mpy6.3.mpy, rebuilt by natmod/build.py when stale) and with the pure-Python
   kernels: the device package as it runs on a board, on 64 (6) samples; the methods are timed
   in interleaved rounds and the fastest round is kept (the machine is shared);
 - multiply-accumulates per step by part (forward, error to the inputs, weight gradients): the
@@ -177,12 +177,10 @@ def cpython_speed(cfg, specs, model_path, train):
 def micropython_speed(cfg, specs, model_path, train):
     """{backend: {key: ms per step}} under the MicroPython unix port (or {} without it)."""
     exe = shutil.which("micropython") or os.path.join(os.path.dirname(sys.executable), "micropython")
-    mpy = os.path.join(ROOT, "natmod", "build", "kernels-x64-mpy6.3.mpy")
     if not os.path.exists(exe):
         return {}
-    if not os.path.exists(mpy):
-        subprocess.run([sys.executable, os.path.join(ROOT, "natmod", "build.py"), "--arch", "x64",
-                        "--module", "kernels"], check=True, capture_output=True)
+    from host_tools.deploy import native_module  # (re)built when older than natmod/kernels
+    native = native_module("x64", log=None)
     out = {}
     with tempfile.TemporaryDirectory() as d:
         pkg = os.path.join(d, "picotrain")
@@ -190,7 +188,8 @@ def micropython_speed(cfg, specs, model_path, train):
         for fn in os.listdir(os.path.join(ROOT, "device", "picotrain")):
             if fn.endswith(".py"):
                 shutil.copy(os.path.join(ROOT, "device", "picotrain", fn), pkg)
-        shutil.copy(mpy, os.path.join(pkg, "_native.mpy"))
+        with open(os.path.join(pkg, "_native.mpy"), "wb") as f:
+            f.write(native)
         for backend, n in (("native", cfg["mp_steps"]), ("python", cfg["mp_steps_python"])):
             path = os.path.join(d, "data_%s.bin" % backend)
             with open(path, "wb") as f:

@@ -91,6 +91,11 @@ def _range(name, a):
     return [c0, c1]
 
 
+def _opt(a, i):
+    """Optional argument i of a call (None when it was left out)."""
+    return a[i] if len(a) > i else None
+
+
 def is_buffer(v):
     return isinstance(v, (array, bytearray, bytes))
 
@@ -125,9 +130,10 @@ def _plan(name, a):
     if name == "maxpool2d_s8_chw":
         idx = B(a[2]) if a[2] is not None else 0
         m = {0: 0, 1: 1, 2: 2} if a[2] is not None else {0: 0, 1: 1}
-        return "pt_maxpool2d_s8_chw", [B(a[0]), B(a[1]), idx, *a[3:7]], m
+        return "pt_maxpool2d_s8_chw", [B(a[0]), B(a[1]), idx, *a[3:7], _opt(a, 7) or 0], m
     if name == "maxpool2d_bwd_s8_chw":
-        return "pt_maxpool2d_bwd_s8_chw", [B(a[0]), B(a[1]), B(a[2]), *a[3:7]], {0: 0, 1: 1, 2: 2}
+        y = B(a[7]) if _opt(a, 7) is not None else 0
+        return "pt_maxpool2d_bwd_s8_chw", [B(a[0]), B(a[1]), B(a[2]), *a[3:7], y], {0: 0, 1: 1, 2: 2}
     if name == "argmax_s8":
         return "pt_argmax_s8", [B(a[0]), a[1]], {0: 0}
     if name == "softmax_xent_s8":

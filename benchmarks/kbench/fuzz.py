@@ -132,10 +132,11 @@ def calls(seed=1, n_conv=24, n_fc=12, n_elem=12):
         hh, ww = rng.randint(k, 13), rng.randint(k, 13)
         xp = _s8(rng, c * hh * ww, 0.7)
         no = c * (hh // k) * (ww // k)
-        out.append(("maxpool2d_s8_chw", [xp, array("b", [9] * no), bytearray(no), c, hh, ww, k]))
+        out.append(("maxpool2d_s8_chw", [xp, array("b", [9] * no), bytearray(no), c, hh, ww, k,
+                                         rng.choice([0, 1])]))
         idx = bytearray(rng.randrange(k * k) for _ in range(no))
         out.append(("maxpool2d_bwd_s8_chw", [_s8(rng, no, 0.5), idx, array("b", [9] * (c * hh * ww)),
-                                             c, hh, ww, k]))
+                                             c, hh, ww, k, rng.choice([None, _s8(rng, no, 0.5)])]))
     return out
 
 

@@ -274,23 +274,27 @@ def relu_bwd_s8(y, e, n):
     _v(e, _I8, n)[_v(y, _I8, n) <= 0] = 0
 
 
-def maxpool2d_s8_chw(x, out, idx, c, h, wd, k):
+def maxpool2d_s8_chw(x, out, idx, c, h, wd, k, relu=0):
     oh, ow = h // k, wd // k
     X = _v(x, _I8, c * h * wd).reshape(c, h, wd)[:, :oh * k, :ow * k]
     win = X.reshape(c, oh, k, ow, k).transpose(0, 1, 3, 2, 4).reshape(c, oh, ow, k * k)
     bi = win.argmax(axis=3)  # first maximum, as the reference
-    _v(out, _I8, c * oh * ow)[:] = np.take_along_axis(win, bi[..., None], 3).ravel()
+    best = np.take_along_axis(win, bi[..., None], 3).ravel()
+    _v(out, _I8, c * oh * ow)[:] = np.maximum(best, 0) if relu else best
     if idx is not None:
         np.frombuffer(idx, np.uint8, c * oh * ow)[:] = bi.ravel()
 
 
-def maxpool2d_bwd_s8_chw(e, idx, out, c, h, wd, k):
+def maxpool2d_bwd_s8_chw(e, idx, out, c, h, wd, k, y=None):
     oh, ow = h // k, wd // k
     O = _v(out, _I8, c * h * wd).reshape(c, h, wd)
     O[:] = 0
     bi = np.frombuffer(idx, np.uint8, c * oh * ow).reshape(c, oh, ow).astype(np.int64)
     ch, oy, ox = np.indices((c, oh, ow))
-    O[ch, oy * k + bi // k, ox * k + bi % k] = _v(e, _I8, c * oh * ow).reshape(c, oh, ow)
+    E = _v(e, _I8, c * oh * ow).reshape(c, oh, ow)
+    if y is not None:
+        E = np.where(_v(y, _I8, c * oh * ow).reshape(c, oh, ow) > 0, E, 0)
+    O[ch, oy * k + bi // k, ox * k + bi % k] = E
 
 
 def _pseudo(g, s):

@@ -629,9 +629,12 @@ def relu_bwd_s8(y, e, n):
             e[j] = 0
 
 
-def maxpool2d_s8_chw(x, out, idx, c, h, wd, k):
+def maxpool2d_s8_chw(x, out, idx, c, h, wd, k, relu=0):
     """k x k max pooling with stride k (floor). idx (bytearray or None) gets
-    the window offset dy*k + dx of each maximum; the first maximum wins."""
+    the window offset dy*k + dx of each maximum; the first maximum wins.
+    relu=1: out = max(maximum, 0), a ReLU before the pool done after it (they
+    commute; idx is the same)."""
+    lo = 0 if relu else -128
     oh = h // k
     ow = wd // k
     o = 0
@@ -648,14 +651,15 @@ def maxpool2d_s8_chw(x, out, idx, c, h, wd, k):
                         if v > best:
                             best = v
                             bi = dy * k + dx
-                out[o] = best
+                out[o] = best if best > lo else lo
                 if idx is not None:
                     idx[o] = bi
                 o += 1
 
 
-def maxpool2d_bwd_s8_chw(e, idx, out, c, h, wd, k):
-    """Route each pooled error to its window's maximum; out is (c, h, wd)."""
+def maxpool2d_bwd_s8_chw(e, idx, out, c, h, wd, k, y=None):
+    """Route each pooled error to its window's maximum; out is (c, h, wd).
+    With y (a rectified pool's output) only the errors where y > 0."""
     for j in range(c * h * wd):
         out[j] = 0
     oh = h // k
@@ -664,8 +668,9 @@ def maxpool2d_bwd_s8_chw(e, idx, out, c, h, wd, k):
     for ch in range(c):
         for oy in range(oh):
             for ox in range(ow):
-                bi = idx[o]
-                out[(ch * h + oy * k + bi // k) * wd + ox * k + bi % k] = e[o]
+                if y is None or y[o] > 0:
+                    bi = idx[o]
+                    out[(ch * h + oy * k + bi // k) * wd + ox * k + bi % k] = e[o]
                 o += 1
 
 

@@ -292,7 +292,7 @@ class Flatten(Layer):
 
 class MaxPool2d(Layer):
     kind = 4
-    relu = False  # rectify the output: the ReLU before it is pooled (ReLU.pooled)
+    relu = 0  # 1: rectify the output, the ReLU before it is pooled (ReLU.pooled)
 
     def __init__(self, k=2):
         if k < 1:
@@ -315,17 +315,14 @@ class MaxPool2d(Layer):
         return out
 
     def forward(self, x, y, ws, dynamic):
-        K.maxpool2d_s8_chw(x.data, y.data, self.idx, self.c, self.h, self.w, self.k)
-        if self.relu:
-            K.relu_s8(y.data, y.size)
+        K.maxpool2d_s8_chw(x.data, y.data, self.idx, self.c, self.h, self.w, self.k, self.relu)
         y.exp = x.exp
 
     def backward_input(self, e, e_in, ws, dynamic):
-        if self.relu:
-            # a window whose maximum was <= 0 sends nothing back (the ReLU's
-            # backward, here on e in place: nothing reads it after this)
-            K.relu_bwd_s8(self.y.data, e.data, e.size)
-        K.maxpool2d_bwd_s8_chw(e.data, self.idx, e_in.data, self.c, self.h, self.w, self.k)
+        # rectified: a window whose maximum was <= 0 sends nothing back (the
+        # ReLU's backward, in the same kernel call)
+        K.maxpool2d_bwd_s8_chw(e.data, self.idx, e_in.data, self.c, self.h, self.w, self.k,
+                               self.y.data if self.relu else None)
         e_in.exp = e.exp
 
 
@@ -357,7 +354,7 @@ class Model:
             if isinstance(layer, ReLU):
                 layer.pooled = i + 1 < len(self.layers) and isinstance(self.layers[i + 1], MaxPool2d)
             elif isinstance(layer, MaxPool2d):
-                layer.relu = i > 0 and isinstance(self.layers[i - 1], ReLU)
+                layer.relu = 1 if i > 0 and isinstance(self.layers[i - 1], ReLU) else 0
         if len(s) != 1:
             raise ValueError("the last layer must give a vector of logits, got shape %r" % (s,))
         self.n_classes = s[0]

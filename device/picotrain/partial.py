@@ -201,14 +201,12 @@ class PartialFQT(FQT):
         if plane == 1:
             K.fc_s8_s32(self.ones, src, norms, 1, c)  # |norm| = |e[o]|
         else:
-            n = c * plane
             tmp = self.tmp8
-            K.fc_s8_s32(self.mones, src, norms, plane, c)       # -S (first: src may be tmp)
-            K.maxpool2d_s8_chw(src, tmp, None, c, plane, 1, 1)  # a copy
-            K.relu_s8(tmp, n)
-            K.fc_s8_s32(self.ones, tmp, self.pos, plane, c)     # P
-            K.acc_add_s32(norms, self.pos, c, 0, 0)             # P - S
-            K.acc_add_s32(norms, self.pos, c, 0, 0)             # 2P - S = L1
+            K.fc_s8_s32(self.mones, src, norms, plane, c)          # -S (first: src may be tmp)
+            K.maxpool2d_s8_chw(src, tmp, None, c, plane, 1, 1, 1)  # a rectified copy
+            K.fc_s8_s32(self.ones, tmp, self.pos, plane, c)        # P
+            K.acc_add_s32(norms, self.pos, c, 0, 0)                # P - S
+            K.acc_add_s32(norms, self.pos, c, 0, 0)                # 2P - S = L1
         K.topk_abs_s32(norms, c, self.k[i], self.idx[i])
 
     def _grad(self, i, layer, e, x):

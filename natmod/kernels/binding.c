@@ -433,7 +433,7 @@ static mp_obj_t b_maxpool2d_s8_chw(size_t n_args, const mp_obj_t *a) {
         }
         idx = BUF(fn, MP_QSTR_idx, a[2], K_U8, WRITE, no, "c*(h//k)*(wd//k)");
     }
-    pt_maxpool2d_s8_chw(x, out, idx, c, h, wd, k);
+    pt_maxpool2d_s8_chw(x, out, idx, c, h, wd, k, n_args > 7 ? (int32_t)get_ranged(fn, MP_QSTR_relu, a[7], 0, 1) : 0);
     return mp_const_none;
 }
 
@@ -444,6 +444,10 @@ static mp_obj_t b_maxpool2d_bwd_s8_chw(size_t n_args, const mp_obj_t *a) {
     const int8_t *e = BUF(fn, MP_QSTR_e, a[0], K_S8, READ, no, "c*(h//k)*(wd//k)");
     const uint8_t *idx = BUF(fn, MP_QSTR_idx, a[1], K_U8, READ, no, "c*(h//k)*(wd//k)");
     int8_t *out = BUF(fn, MP_QSTR_out, a[2], K_S8, WRITE, nx, "c*h*wd");
+    const int8_t *y = NULL;
+    if (n_args > 7 && a[7] != mp_const_none) {
+        y = BUF(fn, MP_QSTR_y, a[7], K_S8, READ, no, "c*(h//k)*(wd//k)");
+    }
     if (k < 16) {
         for (o = 0; o < no; o++) {
             /* issue 8: for 2 x 2 pooling, four offsets (< 4) per aligned word,
@@ -463,7 +467,7 @@ static mp_obj_t b_maxpool2d_bwd_s8_chw(size_t n_args, const mp_obj_t *a) {
             }
         }
     }
-    pt_maxpool2d_bwd_s8_chw(e, idx, out, c, h, wd, k);
+    pt_maxpool2d_bwd_s8_chw(e, idx, out, c, h, wd, k, y);
     return mp_const_none;
 }
 
@@ -722,8 +726,9 @@ DEF_RANGE(conv2d_t_s8_s32_chw, 10);
 DEF_RANGE(conv2d_grad_s8_s32_chw, 10);
 DEF(relu_s8, 2);
 DEF(relu_bwd_s8, 3);
-DEF(maxpool2d_s8_chw, 7);
-DEF(maxpool2d_bwd_s8_chw, 7);
+/* the pools' optional last argument: relu (forward), y (backward) */
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(maxpool2d_s8_chw_obj, 7, 8, b_maxpool2d_s8_chw);
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(maxpool2d_bwd_s8_chw_obj, 7, 8, b_maxpool2d_bwd_s8_chw);
 DEF(argmax_s8, 2);
 DEF(softmax_xent_s8, 6);
 DEF_RANGE(update_s8, 4);

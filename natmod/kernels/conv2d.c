@@ -263,8 +263,12 @@ static void block4_c(const int8_t *xb, const int8_t *wc, int32_t c_in, int32_t k
  * where ldrb + sxtb cost 3 a byte) and unpacks them with shifts; a word of
  * four zero bytes skips its ten MACs (a ReLU'd feature map or MNIST's
  * background: 18-20 % of the words of the tiny CNN's L3 input, 56 % of
- * L0's). Per row of 20 MACs 85 cycles dense, 54 with one zero word, 23
- * with two (the byte loads took 87 every time).
+ * L0's). Bytes 1 to 6 are tested as they are unpacked (the shift that
+ * unpacks a byte sets the flags, so byte 4 is unpacked by shifts too, not
+ * sxtb): a zero byte skips its two to four MACs, 2-4 % of these
+ * convolutions' cycles on real data. Per row of 20 MACs 92 cycles dense
+ * (85 without the byte tests), 23 with two zero words (the byte loads took
+ * 87 every time).
  * Registers: r0-r4 the row's five weights w0-w4 (in that order for the
  * ldm), r5 t (an input byte), r6 u (its copy while it has further uses),
  * r7 v (the input word); r8-r11 the four sums, r12 the input row pointer,
@@ -273,6 +277,7 @@ static void block4_c(const int8_t *xb, const int8_t *wc, int32_t c_in, int32_t k
 #define B4_C(w, a) "mov %[u], %[t]\n\t" "muls %[u], %[" #w "]\n\t" "add %[" #a "], %[u]\n\t"
 #define B4_L(w, a) "muls %[t], %[" #w "]\n\t" "add %[" #a "], %[t]\n\t"
 #define B4_B0 "sxtb %[t], %[v]\n\t"
+#define B4_B0Z "lsls %[t], %[v], #24\n\t" "asrs %[t], %[t], #24\n\t"
 #define B4_B1 "lsls %[t], %[v], #16\n\t" "asrs %[t], %[t], #24\n\t"
 #define B4_B2 "lsls %[t], %[v], #8\n\t" "asrs %[t], %[t], #24\n\t"
 #define B4_B3 "asrs %[t], %[v], #24\n\t"
@@ -284,14 +289,19 @@ static void block4_c(const int8_t *xb, const int8_t *wc, int32_t c_in, int32_t k
     "mov lr, %[t]\n\t"                                                        \
     B4_WORD(0) "beq 3f\n\t"                                                   \
     B4_B0 B4_L(w0, a0)                                                          \
-    B4_B1 B4_C(w1, a0) B4_L(w0, a1)                                             \
-    B4_B2 B4_C(w2, a0) B4_C(w1, a1) B4_L(w0, a2)                                \
-    B4_B3 B4_C(w3, a0) B4_C(w2, a1) B4_C(w1, a2) B4_L(w0, a3)                   \
+    B4_B1 "beq 6f\n\t" B4_C(w1, a0) B4_L(w0, a1)                               \
+    "6:\n\t"                                                                  \
+    B4_B2 "beq 7f\n\t" B4_C(w2, a0) B4_C(w1, a1) B4_L(w0, a2)                  \
+    "7:\n\t"                                                                  \
+    B4_B3 "beq 3f\n\t" B4_C(w3, a0) B4_C(w2, a1) B4_C(w1, a2) B4_L(w0, a3)     \
     "3:\n\t"                                                                  \
     B4_WORD(4) "beq 4f\n\t"                                                   \
-    B4_B0 B4_C(w4, a0) B4_C(w3, a1) B4_C(w2, a2) B4_L(w1, a3)                   \
-    B4_B1 B4_C(w4, a1) B4_C(w3, a2) B4_L(w2, a3)                                \
-    B4_B2 B4_C(w4, a2) B4_L(w3, a3)                                             \
+    B4_B0Z "beq 6f\n\t" B4_C(w4, a0) B4_C(w3, a1) B4_C(w2, a2) B4_L(w1, a3)    \
+    "6:\n\t"                                                                  \
+    B4_B1 "beq 7f\n\t" B4_C(w4, a1) B4_C(w3, a2) B4_L(w2, a3)                  \
+    "7:\n\t"                                                                  \
+    B4_B2 "beq 8f\n\t" B4_C(w4, a2) B4_L(w3, a3)                               \
+    "8:\n\t"                                                                  \
     B4_B3 B4_L(w4, a3)                                                          \
     "4:\n\t"                                                                  \
     "ldr %[t], %[" #step "]\n\t"                                              \
@@ -373,13 +383,34 @@ static PT_NOINLINE void block4_k5(const int8_t *xb, const int32_t *wc, int32_t c
 }
 #endif
 
+#if PT_ASM_M0
+/* w32[0:n] = w[0:n] sign-extended, four from a word when w is 4-aligned
+ * (a channel's 200 weights of L3 in 5 cycles each where a byte loop took 7). */
+static void widen_s8(int32_t *w32, const int8_t *w, int32_t n) {
+    int32_t t = 0;
+    if (PT_ALIGNED4(w)) {
+        for (; t + 4 <= n; t += 4) {
+            const uint32_t v = *(const pt_u32a *)(w + t);
+            w32[t] = (int8_t)v;
+            w32[t + 1] = (int32_t)(v << 16) >> 24;
+            w32[t + 2] = (int32_t)(v << 8) >> 24;
+            w32[t + 3] = (int32_t)v >> 24;
+        }
+    }
+    for (; t < n; t++) {
+        w32[t] = w[t];
+    }
+}
+#endif
+
 /* The dense forward pass (dense_fwd_ok). */
 static PT_NOINLINE void conv_fwd_dense(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
                            int32_t *out, const pt_conv2d_dims_t *d, int32_t c0, int32_t c1, uint32_t si0) {
     const int32_t k = d->k, W = d->w, hw = d->h * W, ow = d->ow, nco = d->c_in * k * k;
     uint32_t j = (uint32_t)(c0 * nco), si = si0;
     int32_t co, oy, ox;
-    int8_t wst[DENSE_W_MAX];
+    int32_t wst_words[DENSE_W_MAX / 4];   /* the masked weights, 4-aligned for a word copy */
+    int8_t *const wst = (int8_t *)wst_words;
 #if PT_ASM_M0
     int32_t w32[DENSE_W_MAX];   /* block4_k5's weights, widened once per channel */
     const int words = dense_words_ok(x, d);
@@ -393,9 +424,7 @@ static PT_NOINLINE void conv_fwd_dense(const int8_t *x, const int8_t *w, const p
         }
 #if PT_ASM_M0
         if (words) {
-            for (ox = 0; ox < nco; ox++) {
-                w32[ox] = wc[ox];
-            }
+            widen_s8(w32, wc, nco);
         }
 #endif
         for (oy = 0; oy < d->oh; oy++) {
@@ -990,13 +1019,16 @@ static PT_NOINLINE int32_t conv_score(const int8_t *e, const int8_t *x, const in
         empty = done && L.n_in + L.n_bd == 0;
         for (ci = 0; ci < d->c_in; ci++) {
             for (kh = 0; kh < k; kh++) {
-                uint32_t cnt = pt_scores_in(sc, j, (uint32_t)k);
-                if (cnt == 0) {
+                /* the row's scored taps (k <= KROW_MAX: one word of the subset) */
+                const uint32_t row = sc->subset == NULL ? (1u << k) - 1u
+                                                        : pt_bits_at(sc->subset, sc->edge0 + j, (uint32_t)k);
+                if (row == 0) {
                     j += (uint32_t)k;
                     continue;
                 }
                 if (empty) {
                     /* g = 0: the step only clamps out-of-range scores */
+                    const uint32_t cnt = pt_popcount32(row);
                     sat += pt_scores_clamp(sc, si, cnt, smax);
                     si += cnt;
                     j += (uint32_t)k;
@@ -1014,7 +1046,7 @@ static PT_NOINLINE int32_t conv_score(const int8_t *e, const int8_t *x, const in
                     continue;
                 }
                 for (kw = 0; kw < k; kw++, j++) {
-                    if (pt_edge_scored(sc, j)) {
+                    if ((row >> kw) & 1u) {
                         sat += pt_score_apply(sc, si++, g[kw], w[j], shift, smax);
                     }
                 }

@@ -295,60 +295,25 @@ static void dot1_list_masked(const int32_t *lp, const int32_t *end, const int8_t
     *acc = a;
 }
 
-/* Word q of the view's n subset bits (bits past n cleared). */
-PT_INLINE uint32_t subset_word(const pt_scores_t *sc, uint32_t q, uint32_t n) {
-    const uint32_t left = n - 32u * q;   /* > 0 */
-    return pt_bits_at(sc->subset, sc->edge0 + 32u * q, left < 32u ? left : 32u);
-}
-
-/* The index of the first pruned score (< thr) of s[i .. m), m when there is
- * none; int8 scores with -127 <= thr <= 0 eight at a time (pt_first_below_s8). */
-static uint32_t next_pruned(const pt_scores_t *sc, int fast, uint32_t i, uint32_t m, int32_t thr) {
-    if (fast) {
-        const int8_t *s = (const int8_t *)sc->data;
-        return (uint32_t)(pt_first_below_s8(s + i, s + m, thr) - s);
-    }
-    for (; i < m; i++) {
-        if (pt_score_get(sc, i) < thr) {
-            return i;
-        }
-    }
-    return m;
-}
-
 /* PRIOT-S, compact scores: out (the unmasked pass) minus the pruned edges'
- * products. Pruned edges are few: the scores are scanned for them in order,
- * and each pruned score number si is mapped to its edge through the bitmap,
- * whose words (and their set-bit counts) are walked forward once. The sums
- * are exact: subtracting is never adding. */
+ * products. Pruned edges are few: the subset's words are walked once, in
+ * order, and only a pruned edge costs a product (issue 8: mapping each pruned
+ * score back to its edge cost ~170 instructions an edge). The sums are exact:
+ * subtracting is never adding. */
 static PT_NOINLINE void fc_unprune_subset(const int8_t *x, const int8_t *w, const pt_scores_t *sc, int32_t thr,
                                           int32_t *out, int32_t n_in, int32_t n_out) {
     const uint32_t n = (uint32_t)n_in * (uint32_t)n_out;
-    const uint32_t m = pt_scores_in(sc, 0, n);   /* the scored edges of this view */
-    const int fast = !sc->s16 && thr <= 0 && thr >= -127;
-    uint32_t q = 0, before = 0, wq = 0, cq = 0;   /* bitmap word q, set bits in words < q, in word q */
-    uint32_t row = 0, row_start = 0, si;           /* the row of the last pruned edge, its first edge */
-    if (m) {
-        wq = subset_word(sc, 0, n);
-        cq = pt_popcount32(wq);
-    }
-    for (si = next_pruned(sc, fast, 0, m, thr); si < m; si = next_pruned(sc, fast, si + 1u, m, thr)) {
-        uint32_t v, r, j;
-        while (before + cq <= si) {
-            before += cq;
-            q++;
-            wq = subset_word(sc, q, n);
-            cq = pt_popcount32(wq);
+    uint32_t q, si = 0, row = 0, row_start = 0;   /* the row of the last pruned edge, its first edge */
+    for (q = 0; q < n; q += 32u) {
+        uint32_t b = pt_pruned_bits(sc, q, n - q < 32u ? n - q : 32u, thr, &si);
+        for (; b; b &= b - 1u) {
+            const uint32_t j = q + pt_lowest_bit(b);
+            while (j >= row_start + (uint32_t)n_in) {   /* edges come in order: walk the rows forward */
+                row_start += (uint32_t)n_in;
+                row++;
+            }
+            out[row] -= w[j] * x[j - row_start];
         }
-        for (v = wq, r = si - before; r; r--) {
-            v &= v - 1u;   /* drop the lower set bits: score si is the lowest left */
-        }
-        j = 32u * q + pt_lowest_bit(v);
-        while (j >= row_start + (uint32_t)n_in) {   /* edges come in order: walk the rows forward */
-            row_start += (uint32_t)n_in;
-            row++;
-        }
-        out[row] -= w[j] * x[j - row_start];
     }
 }
 

@@ -233,14 +233,17 @@ void pt_relu_s8(int8_t *x, int32_t n);
 void pt_relu_bwd_s8(const int8_t *y, int8_t *e, int32_t n);
 
 /* k x k max pooling, stride k, floor: out (c, h/k, w/k); idx (NULL allowed)
- * gets the window offset dy*k + dx of the first maximum (needs k <= 16). */
+ * gets the window offset dy*k + dx of the first maximum (needs k <= 16).
+ * relu != 0: out = max(window maximum, 0), a ReLU before the pool applied
+ * after it (the two commute; idx is the same). */
 void pt_maxpool2d_s8_chw(const int8_t *x, int8_t *out, uint8_t *idx, int32_t c, int32_t h,
-                         int32_t w, int32_t k);
+                         int32_t w, int32_t k, int32_t relu);
 
-/* out (c, h, w) = 0, then each e[o] goes to its window's maximum idx[o].
+/* out (c, h, w) = 0, then each e[o] goes to its window's maximum idx[o];
+ * with y (the rectified pool's output, NULL allowed) only where y[o] > 0.
  * Needs idx[o] < k*k for every o < c*(h/k)*(w/k) (the binding checks). */
 void pt_maxpool2d_bwd_s8_chw(const int8_t *e, const uint8_t *idx, int8_t *out, int32_t c,
-                             int32_t h, int32_t w, int32_t k);
+                             int32_t h, int32_t w, int32_t k, const int8_t *y);
 
 /* -------------------------------------------------------------------- loss -- */
 
@@ -369,6 +372,39 @@ PT_INLINE uint32_t pt_scores_in(const pt_scores_t *sc, uint32_t j, uint32_t n) {
 /* The score step with g = 0 on scores[si .. si + n): clamps the scores
  * outside [-smax, smax]; returns how many (score.c). */
 int32_t pt_scores_clamp(const pt_scores_t *sc, uint32_t si, uint32_t n, int32_t smax);
+
+/* The pruned edges among the edges j .. j + nb of compact scores (sc->subset
+ * set, 1 <= nb <= 32) as bits, edge j lowest; *si, the score index of the
+ * first scored edge from j on, moves past the range. Only scored edges are
+ * visited (PRIOT-S: one in ten or two). Inline: fc.c's walk over a layer
+ * calls it for every 32 edges (a call cost ~20 instructions more each). */
+PT_INLINE uint32_t pt_pruned_bits(const pt_scores_t *sc, uint32_t j, uint32_t nb, int32_t thr, uint32_t *si) {
+    const uint32_t at = sc->edge0 + j;   /* a channel range's view starts mid-bitmap */
+    const uint8_t *p = sc->subset + (at >> 3);
+    uint32_t v, pruned = 0, i = *si;
+    if (nb == 32u && (at & 7u) == 0 && PT_ALIGNED4(p)) {
+        v = *(const pt_u32a *)p;
+    } else {
+        v = pt_bits_at(sc->subset, at, nb);
+    }
+    if (sc->s16) {
+        const int16_t *s = (const int16_t *)sc->data;
+        for (; v; v &= v - 1u, i++) {
+            if (s[i] < thr) {
+                pruned |= v & (0u - v);
+            }
+        }
+    } else {
+        const int8_t *s = (const int8_t *)sc->data;
+        for (; v; v &= v - 1u, i++) {
+            if (s[i] < thr) {
+                pruned |= v & (0u - v);
+            }
+        }
+    }
+    *si = i;
+    return pruned;
+}
 
 /* out[j] = w[j] if edge j is kept else 0, j < n (sc NULL / sc->data NULL: copy). */
 void pt_mask_s8(const int8_t *w, const pt_scores_t *sc, int32_t thr, int8_t *out, int32_t n);

@@ -96,10 +96,8 @@ static void pool2_row(const int8_t *r0, const int8_t *r1, int8_t *out, uint8_t *
     }
 }
 
-void pt_maxpool2d_s8_chw(const int8_t *x, int8_t *out, uint8_t *idx, int32_t c, int32_t h,
-                         int32_t w, int32_t k) {
-    const int32_t oh = (int32_t)pt_udiv_u32((uint32_t)h, (uint32_t)k);
-    const int32_t ow = (int32_t)pt_udiv_u32((uint32_t)w, (uint32_t)k);
+static void maxpool(const int8_t *x, int8_t *out, uint8_t *idx, int32_t c, int32_t h, int32_t w,
+                    int32_t k, int32_t oh, int32_t ow) {
     int32_t ch, oy, ox, dy, dx;
     if (k == 2) {
         for (ch = 0; ch < c; ch++) {
@@ -137,6 +135,16 @@ void pt_maxpool2d_s8_chw(const int8_t *x, int8_t *out, uint8_t *idx, int32_t c, 
     }
 }
 
+void pt_maxpool2d_s8_chw(const int8_t *x, int8_t *out, uint8_t *idx, int32_t c, int32_t h,
+                         int32_t w, int32_t k, int32_t relu) {
+    const int32_t oh = (int32_t)pt_udiv_u32((uint32_t)h, (uint32_t)k);
+    const int32_t ow = (int32_t)pt_udiv_u32((uint32_t)w, (uint32_t)k);
+    maxpool(x, out, idx, c, h, w, k, oh, ow);
+    if (relu) {
+        pt_relu_s8(out, c * oh * ow);   /* a word at a time, on the k*k times smaller output */
+    }
+}
+
 /* n int8 zeros, a word at a time where aligned. */
 static void zero_s8(int8_t *p, int32_t n) {
     int8_t *end = p + n;
@@ -158,30 +166,34 @@ static void zero_s8(int8_t *p, int32_t n) {
 }
 
 void pt_maxpool2d_bwd_s8_chw(const int8_t *e, const uint8_t *idx, int8_t *out, int32_t c,
-                             int32_t h, int32_t w, int32_t k) {
+                             int32_t h, int32_t w, int32_t k, const int8_t *y) {
     const int32_t oh = (int32_t)pt_udiv_u32((uint32_t)h, (uint32_t)k);
     const int32_t ow = (int32_t)pt_udiv_u32((uint32_t)w, (uint32_t)k);
-    int32_t ch, oy, ox;
+    int32_t ch, oy, ox, o = 0;
     zero_s8(out, c * h * w);
     for (ch = 0; ch < c; ch++) {
         for (oy = 0; oy < oh; oy++) {
             int8_t *base = out + (ch * h + oy * k) * w;
             if (k == 2) {
-                for (ox = 0; ox < ow; ox++, base += 2) {
-                    int32_t v = *e++, bi = *idx++;
-                    if (v != 0) {
+                for (ox = 0; ox < ow; ox++, base += 2, o++) {
+                    const int32_t v = e[o];
+                    if (v != 0 && (y == NULL || y[o] > 0)) {   /* most errors after a pool are 0 */
+                        const int32_t bi = idx[o];
                         base[(bi >> 1) * w + (bi & 1)] = (int8_t)v;   /* bi < 4 */
                     }
                 }
                 continue;
             }
-            for (ox = 0; ox < ow; ox++, base += k) {
-                int32_t bi = *idx++, dy = 0;
+            for (ox = 0; ox < ow; ox++, base += k, o++) {
+                int32_t bi = idx[o], dy = 0;
+                if (y != NULL && y[o] <= 0) {
+                    continue;
+                }
                 while (bi >= k) {   /* bi < k*k: at most k - 1 steps, no division */
                     bi -= k;
                     dy++;
                 }
-                base[dy * w + bi] = *e++;
+                base[dy * w + bi] = e[o];
             }
         }
     }

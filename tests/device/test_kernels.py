@@ -237,25 +237,39 @@ def test_conv_family(geom, data):
 
 
 @settings(max_examples=60)
-@given(st.integers(1, 3), st.integers(1, 9), st.integers(1, 9), st.integers(1, 3), st.data())
-def test_maxpool(c, h, wd, k, data):
+@given(st.integers(1, 3), st.integers(1, 9), st.integers(1, 9), st.integers(1, 3), st.booleans(), st.data())
+def test_maxpool(c, h, wd, k, relu, data):
+    """relu: the rectified pool (a ReLU before it, pooled) gives max(window max, 0) with the
+    same idx, and sends back only the errors where that output is > 0: the bits of a ReLU
+    then a pool."""
     if h < k or wd < k:
         return
     x = data.draw(st.lists(st.integers(-3, 3), min_size=c * h * wd, max_size=c * h * wd))  # many ties
     n = c * (h // k) * (wd // k)
-    _, (o, idx) = both("maxpool2d_s8_chw", a8(x), a8([0] * n), bytearray(n), c, h, wd, k, outs=(1, 2))
+    _, (o, idx) = both("maxpool2d_s8_chw", a8(x), a8([0] * n), bytearray(n), c, h, wd, k, int(relu), outs=(1, 2))
     e = data.draw(st.lists(i8_full, min_size=n, max_size=n))
     _, (eb,) = both("maxpool2d_bwd_s8_chw", a8(e), bytearray(idx), a8([9] * (c * h * wd)), c, h, wd, k,
-                    outs=(2,))
+                    a8(o) if relu else None, outs=(2,))
     o, eb = array("b", o), array("b", eb)
     j = 0
     for ch in range(c):
         for oy in range(h // k):
             for ox in range(wd // k):
                 win = [x[(ch * h + oy * k + dy) * wd + ox * k + dx] for dy in range(k) for dx in range(k)]
-                assert o[j] == max(win) and idx[j] == win.index(max(win))
+                assert o[j] == (max(max(win), 0) if relu else max(win)) and idx[j] == win.index(max(win))
                 j += 1
-    assert sum(eb) == sum(e)
+    assert sum(eb) == sum(v for v, y in zip(e, o) if not relu or y > 0)
+    if relu:  # the same bits as relu_s8 before the pool and relu_bwd_s8 on its output error
+        xr = a8(x)
+        PY.relu_s8(xr, len(xr))
+        o2, idx2 = a8([0] * n), bytearray(n)
+        PY.maxpool2d_s8_chw(xr, o2, idx2, c, h, wd, k)
+        assert o2 == o
+        e2 = a8(e)
+        PY.relu_bwd_s8(o2, e2, n)
+        eb2 = a8([9] * (c * h * wd))
+        PY.maxpool2d_bwd_s8_chw(e2, idx, eb2, c, h, wd, k)
+        assert eb2 == eb
 
 
 # -------------------------------------------------------------------- loss --

@@ -144,6 +144,7 @@ SIGS = {  # name: (restype, argtypes); vp = a buffer
     "pt_udiv_u32": (u32, [u32, u32]),
     "pt_bitlen_u32": (i32, [u32]),
     "pt_popcount_range": (u32, [vp, u32, u32]),
+    "pt_mask_range_s8": (u32, [vp, vp, i32, u32, u32, vp, i32]),
     "pt_bitlen_s32": (i32, [vp, i32]),
     "pt_requant_s32_s8": (i32, [vp, vp, i32, i32]),
     "pt_bias_add_s32": (None, [vp, vp, i32, i32, i32]),
@@ -157,8 +158,8 @@ SIGS = {  # name: (restype, argtypes); vp = a buffer
     "pt_conv2d_grad_s8_s32_chw": (None, [vp, vp, vp, P(Dims), i32, i32]),
     "pt_relu_s8": (None, [vp, i32]),
     "pt_relu_bwd_s8": (None, [vp, vp, i32]),
-    "pt_maxpool2d_s8_chw": (None, [vp, vp, vp, i32, i32, i32, i32]),
-    "pt_maxpool2d_bwd_s8_chw": (None, [vp, vp, vp, i32, i32, i32, i32]),
+    "pt_maxpool2d_s8_chw": (None, [vp, vp, vp, i32, i32, i32, i32, i32]),
+    "pt_maxpool2d_bwd_s8_chw": (None, [vp, vp, vp, i32, i32, i32, i32, vp]),
     "pt_argmax_s8": (i32, [vp, i32]),
     "pt_softmax_xent_s8": (i32, [vp, i32, i32, i32, vp, vp]),
     "pt_update_s8": (i32, [vp, vp, i32, i32, i32, i32]),
@@ -308,14 +309,14 @@ class C:
             lib.pt_relu_bwd_s8(m.buf(y), m.buf(e), n)
 
     @staticmethod
-    def maxpool2d_s8_chw(x, out, idx, c, h, wd, k):
+    def maxpool2d_s8_chw(x, out, idx, c, h, wd, k, relu=0):
         with Heap() as m:
-            lib.pt_maxpool2d_s8_chw(m.buf(x), m.buf(out), m.buf(idx), c, h, wd, k)
+            lib.pt_maxpool2d_s8_chw(m.buf(x), m.buf(out), m.buf(idx), c, h, wd, k, relu)
 
     @staticmethod
-    def maxpool2d_bwd_s8_chw(e, idx, out, c, h, wd, k):
+    def maxpool2d_bwd_s8_chw(e, idx, out, c, h, wd, k, y=None):
         with Heap() as m:
-            lib.pt_maxpool2d_bwd_s8_chw(m.buf(e), m.buf(idx), m.buf(out), c, h, wd, k)
+            lib.pt_maxpool2d_bwd_s8_chw(m.buf(e), m.buf(idx), m.buf(out), c, h, wd, k, m.buf(y))
 
     @staticmethod
     def argmax_s8(x, n):
@@ -626,17 +627,19 @@ class Sanitized:
     # ----------------------------------------------------------------- pooling --
 
     @settings(max_examples=120)
-    @given(st.integers(0, 3), st.integers(0, 9), st.integers(0, 9), st.integers(1, 4), st.booleans(), st.data())
-    def test_maxpool(self, c, h, wd, k, with_idx, data):
+    @given(st.integers(0, 3), st.integers(0, 9), st.integers(0, 9), st.integers(1, 4), st.booleans(),
+           st.integers(0, 1), st.data())
+    def test_maxpool(self, c, h, wd, k, with_idx, relu, data):
         oh, ow = h // k, wd // k
         n = c * oh * ow
         x = data.draw(lists(st.integers(-3, 3) | i8, c * h * wd))  # many ties
         idx = bytearray(n) if with_idx else None
-        _, (o,) = same("maxpool2d_s8_chw", a8(x), a8([9] * n), idx, c, h, wd, k, outs=(1,))
+        _, (o,) = same("maxpool2d_s8_chw", a8(x), a8([9] * n), idx, c, h, wd, k, relu, outs=(1,))
         idx = bytearray(n)
-        _, (o, idx) = same("maxpool2d_s8_chw", a8(x), a8([9] * n), idx, c, h, wd, k, outs=(1, 2))
+        _, (o, idx) = same("maxpool2d_s8_chw", a8(x), a8([9] * n), idx, c, h, wd, k, relu, outs=(1, 2))
         e = data.draw(lists(i8, n))
-        same("maxpool2d_bwd_s8_chw", a8(e), bytearray(idx), a8([9] * (c * h * wd)), c, h, wd, k, outs=(2,))
+        y = a8(o) if relu else data.draw(st.none() | lists(i8, n).map(a8))
+        same("maxpool2d_bwd_s8_chw", a8(e), bytearray(idx), a8([9] * (c * h * wd)), c, h, wd, k, y, outs=(2,))
 
     # --------------------------------------------------------------------- loss --
 
@@ -733,10 +736,45 @@ class Sanitized:
         smax = data.draw(st.sampled_from([0, lim]) | st.integers(0, lim))
         same("score_update_s8", scores, None, a32(g), a8(w), shift, smax, n, outs=(0,), numpy=shift <= 62)
 
-    @given(st.binary(max_size=24), st.data())
+    @given(st.binary(max_size=24) | st.binary(min_size=120, max_size=300) | st.integers(1, 300).map(lambda n: b"\xff" * n),
+           st.data())
     def test_popcount_range(self, bits, data):
+        """Short ranges bit by bit; long ones (over 31 words: the word loop's byte
+        sums are added up every 31 words, all ones is their largest) a word at a time."""
         j0 = data.draw(st.integers(0, 8 * len(bits)))
         n = data.draw(st.integers(0, 8 * len(bits) - j0))
         with Heap() as m:
             got = lib.pt_popcount_range(m.buf(bytearray(bits)), j0, n)
         assert got == sum((bits[j >> 3] >> (j & 7)) & 1 for j in range(j0, j0 + n))
+
+    @given(st.binary(min_size=1, max_size=40), st.sampled_from("bh"), st.data())
+    def test_mask_range_of_compact_scores(self, bits, tc, data):
+        """pt_mask_range_s8 with compact scores, as the convolutions call it a channel at a
+        time: edges j0 .. j0 + n of a view starting at bit edge0, at any alignment (the
+        pruned edges found 32 at a time by pt_pruned_bits), w and out at any alignment
+        (the copy a word at a time when both are 4-aligned); returns the next score index."""
+        edge0 = data.draw(st.integers(0, 8 * len(bits) - 1))
+        j0 = data.draw(st.integers(0, 8 * len(bits) - 1 - edge0))
+        n = data.draw(st.integers(0, 8 * len(bits) - edge0 - j0))
+        scored = [(bits[b >> 3] >> (b & 7)) & 1 for b in range(8 * len(bits))]
+        m = sum(scored[edge0:])
+        lim = 127 if tc == "b" else 32767
+        scores = array(tc, data.draw(lists(st.integers(-lim - 1, lim), m)))
+        thr = data.draw(st.integers(-lim, lim))
+        w = data.draw(lists(i8, n))
+        off = data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3))
+        si = si0 = sum(scored[edge0:edge0 + j0])
+        want = []
+        for t in range(n):
+            keep = True
+            if scored[edge0 + j0 + t]:
+                keep = scores[si] >= thr
+                si += 1
+            want.append(w[t] if keep else 0)
+        wb, ob = bytearray(off[0] + n), bytearray(off[1] + n)
+        wb[off[0]:] = bytes(a8(w))
+        with Heap() as h:
+            sc = Scores(h.buf(scores) if m else None, h.buf(bytearray(bits)), 1 if tc == "h" else 0, edge0)
+            pw, po = h.buf(wb), h.buf(ob)
+            got_si = lib.pt_mask_range_s8(pw + off[0], ctypes.byref(sc), thr, j0, si0, po + off[1], n)
+        assert (list(array("b", bytes(ob[off[1]:]))), got_si) == (want, si)

@@ -128,8 +128,8 @@ def _one(g, name):
         idx = bytearray(n)
         PY.maxpool2d_s8_chw(x, array("b", bytes(n)), idx, c, h, wd, k)
         if name == "maxpool2d_s8_chw":
-            return (x, array("b", bytes(n)), idx if r.r.random() < 0.7 else None, c, h, wd, k)
-        return (r.s8(n), idx, array("b", bytes(c * h * wd)), c, h, wd, k)
+            return (x, array("b", bytes(n)), idx if r.r.random() < 0.7 else None, c, h, wd, k, r.int(0, 1))
+        return (r.s8(n), idx, array("b", bytes(c * h * wd)), c, h, wd, k, r.s8(n) if r.r.random() < 0.5 else None)
     if name == "argmax_s8":
         n = r.int(1, 12)
         return (r.s8(n), n)
@@ -353,7 +353,7 @@ def test_channel_ranges_bit_for_bit(micropython, native, tmp_path):
 
 # ------------------------------------------------------------ bad arguments --
 
-OPTIONAL = {("maxpool2d_s8_chw", "idx")} | {(n, "scores") for n in (
+OPTIONAL = {("maxpool2d_s8_chw", "idx"), ("maxpool2d_bwd_s8_chw", "y")} | {(n, "scores") for n in (
     "mask_s8", "fc_mask_s8_s32", "fc_t_mask_s8_s32", "conv2d_mask_s8_s32_chw", "conv2d_t_mask_s8_s32_chw",
     "conv2d_mask_s8_s8_chw")} | {(n, "bias") for n in ("conv2d_s8_s8_chw", "conv2d_mask_s8_s8_chw")}
 SIZES = {"n", "c", "plane", "n_in", "n_out", "c_in", "h", "wd", "c_out", "k", "stride", "pad", "label", "smax",
@@ -504,8 +504,10 @@ def test_armv6m_build(natmod_build, mpy_dir, tmp_path):
     # of the two-core split to ~28.4 KB, and the word-wise dense conv forward (2.5 ms less per
     # step) to 29.0 KB (28.5 KB with one bitmap popcount instead of two), and NITI's fused
     # Linear update (68 KB of int32 gradient less on the tiny CNN, 2 ms less per step) to
-    # 29.1 KB; the budget follows, and stops it growing further.
-    assert len(linked.text) < 29.5 * 1024, len(linked.text)
+    # 29.1 KB, and PRIOT-S's word-wise subset walks with the dense conv's zero-byte skips
+    # (0.5-0.8 ms less per PRIOT-S step) to 29.6 KB; the budget follows, and stops it
+    # growing further.
+    assert len(linked.text) < 30 * 1024, len(linked.text)
     assert not any(s.startswith(("__aeabi_f", "__aeabi_d", "__aeabi_i", "__aeabi_u", "__aeabi_l"))
                    for s in linked.symbols)
 
