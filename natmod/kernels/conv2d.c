@@ -266,9 +266,12 @@ static void block4_c(const int8_t *xb, const int8_t *wc, int32_t c_in, int32_t k
  * L0's). Bytes 1 to 6 are tested as they are unpacked (the shift that
  * unpacks a byte sets the flags, so byte 4 is unpacked by shifts too, not
  * sxtb): a zero byte skips its two to four MACs, 2-4 % of these
- * convolutions' cycles on real data. Per row of 20 MACs 92 cycles dense
- * (85 without the byte tests), 23 with two zero words (the byte loads took
- * 87 every time).
+ * convolutions' cycles on real data. A MULS overwrites one operand: a
+ * byte's last product overwrites the byte, and a weight's last product in
+ * the row (with output 3) the weight, which the next row loads again; the
+ * other products multiply a copy (8 copies a row, not 12). Per row of 20
+ * MACs 88 cycles dense, 23 with two zero words (the byte loads took 87
+ * every time).
  * Registers: r0-r4 the row's five weights w0-w4 (in that order for the
  * ldm), r5 t (an input byte), r6 u (its copy while it has further uses),
  * r7 v (the input word); r8-r11 the four sums, r12 the input row pointer,
@@ -276,6 +279,8 @@ static void block4_c(const int8_t *xb, const int8_t *wc, int32_t c_in, int32_t k
  * weight j - i. */
 #define B4_C(w, a) "mov %[u], %[t]\n\t" "muls %[u], %[" #w "]\n\t" "add %[" #a "], %[u]\n\t"
 #define B4_L(w, a) "muls %[t], %[" #w "]\n\t" "add %[" #a "], %[t]\n\t"
+/* weight w's last use in the row (it is loaded again for the next): w *= t, t kept */
+#define B4_W(w, a) "muls %[" #w "], %[t]\n\t" "add %[" #a "], %[" #w "]\n\t"
 #define B4_B0 "sxtb %[t], %[v]\n\t"
 #define B4_B0Z "lsls %[t], %[v], #24\n\t" "asrs %[t], %[t], #24\n\t"
 #define B4_B1 "lsls %[t], %[v], #16\n\t" "asrs %[t], %[t], #24\n\t"
@@ -293,14 +298,14 @@ static void block4_c(const int8_t *xb, const int8_t *wc, int32_t c_in, int32_t k
     "6:\n\t"                                                                  \
     B4_B2 "beq 7f\n\t" B4_C(w2, a0) B4_C(w1, a1) B4_L(w0, a2)                  \
     "7:\n\t"                                                                  \
-    B4_B3 "beq 3f\n\t" B4_C(w3, a0) B4_C(w2, a1) B4_C(w1, a2) B4_L(w0, a3)     \
+    B4_B3 "beq 3f\n\t" B4_W(w0, a3) B4_C(w3, a0) B4_C(w2, a1) B4_L(w1, a2)     \
     "3:\n\t"                                                                  \
     B4_WORD(4) "beq 4f\n\t"                                                   \
-    B4_B0Z "beq 6f\n\t" B4_C(w4, a0) B4_C(w3, a1) B4_C(w2, a2) B4_L(w1, a3)    \
+    B4_B0Z "beq 6f\n\t" B4_W(w1, a3) B4_C(w4, a0) B4_C(w3, a1) B4_L(w2, a2)    \
     "6:\n\t"                                                                  \
-    B4_B1 "beq 7f\n\t" B4_C(w4, a1) B4_C(w3, a2) B4_L(w2, a3)                  \
+    B4_B1 "beq 7f\n\t" B4_W(w2, a3) B4_C(w4, a1) B4_L(w3, a2)                  \
     "7:\n\t"                                                                  \
-    B4_B2 "beq 8f\n\t" B4_C(w4, a2) B4_L(w3, a3)                               \
+    B4_B2 "beq 8f\n\t" B4_W(w3, a3) B4_L(w4, a2)                               \
     "8:\n\t"                                                                  \
     B4_B3 B4_L(w4, a3)                                                          \
     "4:\n\t"                                                                  \
@@ -959,32 +964,90 @@ static void conv_grad(const int8_t *e, const int8_t *x, int32_t *out, const pt_c
     }
 }
 
+#if PT_ASM_M0
+/* pt_step_s8 on s[0:n] with p = g[t] * w[t] (n >= 1, 1 <= shift <= 31, every
+ * |g| < 2^24): 26 cycles a tap, where gcc's loop kept s, g, w, half and smax
+ * on the stack (about 50). Registers: r0-r7 the pointers, the index, the
+ * shift and three temporaries; r8-r12 half, smax, -smax, the saturation
+ * count and n. */
+static PT_NOINLINE int32_t score_steps_m0(int8_t *s, const int32_t *g, const int8_t *w, int32_t n,
+                                          int32_t shift, int32_t smax) {
+    register uint32_t half __asm__("r8") = 1u << (shift - 1);
+    register int32_t hi __asm__("r9") = smax;
+    register int32_t lo __asm__("r10") = -smax;
+    register int32_t sat __asm__("r11") = 0;
+    register int32_t end __asm__("r12") = n;
+    int32_t i = 0, p, t, v;
+    __asm__ volatile(
+        ".syntax unified\n"
+        "1:\n\t"
+        "ldmia %[g]!, {%[p]}\n\t"
+        "ldrsb %[t], [%[w], %[i]]\n\t"
+        "muls %[p], %[t]\n\t"
+        "asrs %[t], %[p], #31\n\t"      /* the sign of g * w */
+        "eors %[p], %[t]\n\t"
+        "subs %[p], %[p], %[t]\n\t"     /* |g * w| */
+        "add %[p], %[half]\n\t"
+        "lsrs %[p], %[sh]\n\t"
+        "eors %[p], %[t]\n\t"
+        "subs %[p], %[p], %[t]\n\t"     /* the step, halves away from 0 */
+        "ldrsb %[v], [%[s], %[i]]\n\t"
+        "subs %[v], %[v], %[p]\n\t"
+        "cmp %[v], %[hi]\n\t"
+        "bgt 2f\n\t"
+        "cmp %[v], %[lo]\n\t"
+        "blt 3f\n"
+        "4:\n\t"
+        "strb %[v], [%[s], %[i]]\n\t"
+        "adds %[i], #1\n\t"
+        "cmp %[i], %[end]\n\t"
+        "blt 1b\n\t"
+        "b 5f\n"
+        "2:\n\t"                         /* saturated: rare, out of the loop */
+        "mov %[v], %[hi]\n\t"
+        "b 6f\n"
+        "3:\n\t"
+        "mov %[v], %[lo]\n"
+        "6:\n\t"
+        "mov %[t], %[sat]\n\t"
+        "adds %[t], #1\n\t"
+        "mov %[sat], %[t]\n\t"
+        "b 4b\n"
+        "5:\n"
+        : [g] "+l"(g), [i] "+l"(i), [p] "=&l"(p), [t] "=&l"(t), [v] "=&l"(v), [sat] "+r"(sat)
+        : [s] "l"(s), [w] "l"(w), [sh] "l"(shift), [half] "r"(half), [hi] "r"(hi), [lo] "r"(lo),
+          [end] "r"(end)
+        : "cc", "memory");
+    return sat;
+}
+#endif
+
 /* The score steps of one row of taps with dense int8 scores s[0:n] (the PRIOT
- * case), apart from the big loop so that its values stay in registers. The
- * common step (|g| < 2^24 so g * w fits int32, 1 <= shift <= 31) is inline;
- * the rest goes through pt_score_apply. */
+ * case), apart from the big loop so that its values stay in registers. fast
+ * (conv_score: 1 <= shift <= 31, and every |g| < 2^24 by the layer's size, so
+ * g * w fits int32): one step per tap, g = 0 or w = 0 a step of 0 that only
+ * clamps, as pt_score_apply; else pt_score_apply. */
 static PT_NOINLINE int32_t score_row_s8(int8_t *s, const int32_t *g, const int8_t *w, int32_t n,
-                                        int32_t shift, int32_t smax) {
-    const uint32_t half = (shift >= 1 && shift <= 31) ? 1u << (shift - 1) : 0u;
+                                        int32_t shift, int32_t smax, int fast) {
     int32_t sat = 0, t;
-    for (t = 0; t < n; t++) {
-        const int32_t gt = g[t], wt = w[t];
-        if (gt == 0 || wt == 0) {
-            int32_t v = s[t];
-            if (pt_clamp_sym(&v, smax)) {
-                s[t] = (int8_t)v;
-                sat++;
-            }
-        } else if (half == 0 || gt <= -PT_SCORE_FAST_G || gt >= PT_SCORE_FAST_G) {
-            pt_scores_t sc;
-            sc.data = s;
-            sc.subset = NULL;
-            sc.s16 = 0;
-            sc.edge0 = 0;
-            sat += pt_score_apply(&sc, (uint32_t)t, gt, wt, shift, smax);
-        } else {
-            sat += pt_step_s8(s + t, gt * wt, half, shift, smax);   /* |g * w| < 2^31 */
+    if (fast && n > 0) {
+#if PT_ASM_M0
+        return score_steps_m0(s, g, w, n, shift, smax);
+#else
+        const uint32_t half = 1u << (shift - 1);
+        for (t = 0; t < n; t++) {
+            sat += pt_step_s8(s + t, g[t] * w[t], half, shift, smax);
         }
+        return sat;
+#endif
+    }
+    for (t = 0; t < n; t++) {
+        pt_scores_t sc;
+        sc.data = s;
+        sc.subset = NULL;
+        sc.s16 = 0;
+        sc.edge0 = 0;
+        sat += pt_score_apply(&sc, (uint32_t)t, g[t], w[t], shift, smax);
     }
     return sat;
 }
@@ -992,6 +1055,8 @@ static PT_NOINLINE int32_t score_row_s8(int8_t *s, const int32_t *g, const int8_
 static PT_NOINLINE int32_t conv_score(const int8_t *e, const int8_t *x, const int8_t *w, const pt_scores_t *sc,
                                       int32_t shift, int32_t smax, const pt_conv2d_dims_t *d) {
     const int32_t k = d->k, plane = d->oh * d->ow, hw = d->h * d->w;
+    /* a tap's g sums at most plane products of int8 (|e x| <= 2^14): under 2^24 */
+    const int fast = shift >= 1 && shift <= 31 && plane < 1024;
     uint32_t j = 0, si = 0;
     int32_t sat = 0, co, ci, kh, kw, g[KROW_MAX];
     nz_t L;
@@ -1040,7 +1105,7 @@ static PT_NOINLINE int32_t conv_score(const int8_t *e, const int8_t *x, const in
                     gather_row_chunked(&L, ep, x + ci * hw, kh, g);
                 }
                 if (sc->subset == NULL && !sc->s16) {
-                    sat += score_row_s8((int8_t *)sc->data + si, g, w + j, k, shift, smax);
+                    sat += score_row_s8((int8_t *)sc->data + si, g, w + j, k, shift, smax, fast);
                     si += (uint32_t)k;
                     j += (uint32_t)k;
                     continue;
