@@ -1057,6 +1057,7 @@ static PT_NOINLINE int32_t conv_score(const int8_t *e, const int8_t *x, const in
     const int32_t k = d->k, plane = d->oh * d->ow, hw = d->h * d->w;
     /* a tap's g sums at most plane products of int8 (|e x| <= 2^14): under 2^24 */
     const int fast = shift >= 1 && shift <= 31 && plane < 1024;
+    const uint32_t half = fast ? 1u << (shift - 1) : 0u;
     uint32_t j = 0, si = 0;
     int32_t sat = 0, co, ci, kh, kw, g[KROW_MAX];
     nz_t L;
@@ -1111,7 +1112,12 @@ static PT_NOINLINE int32_t conv_score(const int8_t *e, const int8_t *x, const in
                     continue;
                 }
                 for (kw = 0; kw < k; kw++, j++) {
-                    if ((row >> kw) & 1u) {
+                    if (!((row >> kw) & 1u)) {
+                        continue;
+                    }
+                    if (fast && !sc->s16) {   /* PRIOT-S's int8 scores: score_row_s8's step */
+                        sat += pt_step_s8((int8_t *)sc->data + si++, g[kw] * w[j], half, shift, smax);
+                    } else {
                         sat += pt_score_apply(sc, si++, g[kw], w[j], shift, smax);
                     }
                 }
