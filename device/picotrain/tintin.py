@@ -294,7 +294,7 @@ class TinTin(Trainer):
         acts = m.acts
         last = self.last_param
         prev = xt
-        for i in range(len(layers)):
+        for i in m._work:  # an identity layer's output is prev (Model.build)
             l = layers[i]
             y = acts[i]
             if l.has_params:
@@ -339,7 +339,9 @@ class TinTin(Trainer):
         e.u = 0
         e.d = 0
         lowest = self.lowest
-        for i in range(top, lowest - 1, -1):
+        for i in m._work_down:
+            if i < lowest:
+                break
             layer = layers[i]
             e = errs[i]
             xin = acts[i - 1] if i > 0 else m._x

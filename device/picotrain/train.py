@@ -105,7 +105,9 @@ class Trainer:
         ws = m.ws
         lowest = self.lowest
         trains = self.train_idx  # not layer.has_params: a class attribute costs a failed instance lookup
-        for i in range(top, lowest - 1, -1):
+        for i in m._work_down:  # the layers with work to do, from the top (Model.build)
+            if i < lowest:
+                break
             layer = layers[i]
             e = errs[i]
             if i > lowest:

@@ -147,6 +147,30 @@ def test_layers_without_units_are_refused(make, what):
         make()
 
 
+def test_identity_layers_are_their_inputs_tensors_and_skipped():
+    """A Flatten and a ReLU whose pool rectifies have nothing to compute: Model.build gives
+    them their input's activation and error tensors, and a step calls only the other layers
+    (Model._work). An unpooled ReLU keeps its own tensors and its calls."""
+    from tinymodels import cnn
+    m, data = cnn(7)  # conv, ReLU (pooled), pool, conv, ReLU, Flatten, linear
+    pt.calibrate(m, data[:4])
+    t = pt.PRIOT(m)
+    assert m.layers[1].pooled and not m.layers[4].pooled
+    assert m._work == (0, 2, 3, 4, 6) and m._work_down == (6, 4, 3, 2, 0)
+    assert m.acts[1] is m.acts[0] and m.acts[5] is m.acts[4] and m.acts[4] is not m.acts[3]
+    assert m.errs[0] is m.errs[1] and m.errs[4] is m.errs[5] and m.errs[3] is not m.errs[4]
+    called = []
+    for i in (1, 5):
+        m.layers[i].forward = m.layers[i].backward_input = lambda *a, i=i: called.append(i)
+    for x, y in data[:3]:
+        t.step(x, y)
+    m.predict(data[0][0])
+    assert called == []
+    x = array("b", bytes(64))
+    m.build()
+    assert m.forward(x).data is m.acts[6].data
+
+
 def test_leading_relu_and_flatten_work():
     lin = pt.Linear(4, 2)
     m = pt.Model([pt.Flatten(), pt.ReLU(), lin], (1, 2, 2))
