@@ -10,8 +10,8 @@ epoch of best training accuracy, mean and std over seeds. Sample order: XorShift
 Speed, three ways (one step = forward, error, backward, update at batch 1):
 - ms/step on the numpy mirror (CPython);
 - ms/step under the MicroPython unix port (x64) with the native C kernels
-  (natmod/build/kernels-x64-mpy6.3.mpy, rebuilt by natmod/build.py when stale) and with the pure-Python
-  kernels: the device package as it runs on a board, on 64 (6) samples; the methods are timed
+  (natmod/build/kernels-x64-mpy6.3.mpy, rebuilt by natmod/build.py when stale) and with the
+  pure-Python kernels: the device package as it runs on a board, on 64 (6) samples; the methods are timed
   in interleaved rounds and the fastest round is kept (the machine is shared);
 - multiply-accumulates per step by part (forward, error to the inputs, weight gradients): the
   work a MAC-bound Cortex-M0+ does.

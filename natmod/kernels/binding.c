@@ -433,7 +433,8 @@ static mp_obj_t b_maxpool2d_s8_chw(size_t n_args, const mp_obj_t *a) {
         }
         idx = BUF(fn, MP_QSTR_idx, a[2], K_U8, WRITE, no, "c*(h//k)*(wd//k)");
     }
-    pt_maxpool2d_s8_chw(x, out, idx, c, h, wd, k, n_args > 7 ? (int32_t)get_ranged(fn, MP_QSTR_relu, a[7], 0, 1) : 0);
+    int32_t relu = n_args > 7 ? (int32_t)get_ranged(fn, MP_QSTR_relu, a[7], 0, 1) : 0;
+    pt_maxpool2d_s8_chw(x, out, idx, c, h, wd, k, relu);
     return mp_const_none;
 }
 

@@ -736,8 +736,8 @@ class Sanitized:
         smax = data.draw(st.sampled_from([0, lim]) | st.integers(0, lim))
         same("score_update_s8", scores, None, a32(g), a8(w), shift, smax, n, outs=(0,), numpy=shift <= 62)
 
-    @given(st.binary(max_size=24) | st.binary(min_size=120, max_size=300) | st.integers(1, 300).map(lambda n: b"\xff" * n),
-           st.data())
+    @given(st.binary(max_size=24) | st.binary(min_size=120, max_size=300)
+           | st.integers(1, 300).map(lambda n: b"\xff" * n), st.data())
     def test_popcount_range(self, bits, data):
         """Short ranges bit by bit; long ones (over 31 words: the word loop's byte
         sums are added up every 31 words, all ones is their largest) a word at a time."""
