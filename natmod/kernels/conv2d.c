@@ -219,9 +219,10 @@ static PT_NOINLINE void conv_bwd_generic(const int8_t *e, const int8_t *w, const
  * neighbouring outputs of one channel, the four sums in registers across all
  * c_in * k * k taps; per row of taps the k weights sit in registers and each
  * input byte is loaded once and used for every output it feeds. On the M0+
- * (k = 5, block4_k5): 85 cycles per row of 20 MACs, less where input words
- * are 0; the tiny CNN's conv layers average 3.8-4.6 cycles per MAC with the
- * loops. The (masked) weights of an output channel are staged on the stack.
+ * (k = 5, block4_k5): 88 cycles per row of 20 MACs, less where input words
+ * or bytes are 0; the tiny CNN's conv layers average 3.6-3.8 cycles per MAC
+ * with the loops. The (masked) weights of an output channel are staged on
+ * the stack.
  * ------------------------------------------------------------------------ */
 #define DENSE_W_MAX 256   /* c_in * k * k of the dense path: staged weights on the stack */
 
@@ -386,9 +387,7 @@ static PT_NOINLINE void block4_k5(const int8_t *xb, const int32_t *wc, int32_t c
         : [wp] "m"(wp), [rstep] "m"(rstep), [cstep] "m"(cstep), [cin] "m"(c_in)
         : "cc", "memory", "lr");
 }
-#endif
 
-#if PT_ASM_M0
 /* w32[0:n] = w[0:n] sign-extended, four from a word when w is 4-aligned
  * (a channel's 200 weights of L3 in 5 cycles each where a byte loop took 7). */
 static void widen_s8(int32_t *w32, const int8_t *w, int32_t n) {

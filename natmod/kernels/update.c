@@ -152,6 +152,15 @@ PT_INLINE uint32_t round_pseudo(uint32_t m, const pt_pseudo_t *r) {
     "adds %[m], #1\n"               /* P > 2^o R: round up */ \
     "2:\n\t"
 
+/* v = w - step beyond +-127 in t1, v + 127 in t2: t1 = +-127 by v's sign, then
+ * label 8 (the loops' saturated path) */
+#define SAT_V_ASM \
+    "movs %[t1], #127\n\t" \
+    "cmp %[t2], #0\n\t" \
+    "bgt 8f\n\t" \
+    "negs %[t1], %[t1]\n" \
+    "8:\n\t"
+
 /* sat++ (a saturated weight: rare, so it lives on the stack) */
 #define COUNT_SAT_ASM \
     "ldr %[t2], %[sat]\n\t" \
@@ -207,13 +216,7 @@ static PT_NOINLINE int32_t update_items(int8_t *w, const int32_t *g, int32_t n, 
         "negs %[t1], %[t1]\n\t"
         "b 8f\n"
         "7:\n\t"                        /* v beyond +-127 */
-        "movs %[t2], #127\n\t"
-        "cmp %[t1], #0\n\t"
-        "bgt 71f\n\t"
-        "negs %[t2], %[t2]\n"
-        "71:\n\t"
-        "movs %[t1], %[t2]\n"
-        "8:\n\t"                        /* store a saturated weight, count it */
+        SAT_V_ASM                       /* store a saturated weight, count it */
         "strb %[t1], [%[w]]\n\t"
         COUNT_SAT_ASM
         "b 4b\n"
@@ -356,11 +359,7 @@ static PT_NOINLINE int32_t update_list(int8_t *w, const int32_t *lp, int32_t eo,
         "strb %[t1], [%[w], %[i]]\n\t"
         "b 1b\n"
         "7:\n\t"                        /* v beyond +-127: saturate, count */
-        "movs %[t1], #127\n\t"
-        "cmp %[t2], #0\n\t"
-        "bgt 8f\n\t"
-        "negs %[t1], %[t1]\n"
-        "8:\n\t"
+        SAT_V_ASM
         COUNT_SAT_ASM
         "b 3b\n"
         "9:\n"
