@@ -1021,44 +1021,91 @@ static PT_NOINLINE int32_t score_steps_m0(int8_t *s, const int32_t *g, const int
 }
 #endif
 
-/* The score steps of one row of taps with dense int8 scores s[0:n] (the PRIOT
- * case), apart from the big loop so that its values stay in registers. fast
- * (conv_score: 1 <= shift <= 31, and every |g| < 2^24 by the layer's size, so
- * g * w fits int32): one step per tap, g = 0 or w = 0 a step of 0 that only
- * clamps, as pt_score_apply; else pt_score_apply. */
-static PT_NOINLINE int32_t score_row_s8(int8_t *s, const int32_t *g, const int8_t *w, int32_t n,
-                                        int32_t shift, int32_t smax, int fast) {
-    int32_t sat = 0, t;
-    if (fast && n > 0) {
+/* score_steps_m0's step for the taps of v's set bits only (tap t: bit t,
+ * g[t], w[t]), on the compact int8 scores s[0 ..) of PRIOT-S, v != 0. */
 #if PT_ASM_M0
-        return score_steps_m0(s, g, w, n, shift, smax);
+/* 29 cycles a scored tap (PT_SCORE_BITS_ASM). */
+static PT_NOINLINE int32_t score_bits_s8(int8_t *s, const int32_t *g, const int8_t *w, uint32_t v,
+                                         int32_t shift, int32_t smax) {
+    register int32_t hi __asm__("r8") = smax;
+    register int32_t lo __asm__("r9") = -smax;
+    register int32_t sat __asm__("r10") = 0;
+    register int32_t sh1 __asm__("r11") = shift - 1;
+    int32_t i = -1, p, t, q;
+    __asm__ volatile(
+        PT_SCORE_BITS_ASM("lsls %[t], %[i], #2\n\t"
+                          "ldr %[p], [%[g], %[t]]\n\t"
+                          "ldrsb %[t], [%[w], %[i]]\n\t"
+                          "muls %[p], %[t]\n\t")
+        : [s] "+l"(s), [v] "+l"(v), [i] "+l"(i), [p] "=&l"(p), [t] "=&l"(t), [q] "=&l"(q), [sat] "+r"(sat)
+        : [g] "l"(g), [w] "l"(w), [hi] "r"(hi), [lo] "r"(lo), [sh1] "r"(sh1)
+        : "cc", "memory");
+    return sat;
+}
+#else
+static int32_t score_bits_s8(int8_t *s, const int32_t *g, const int8_t *w, uint32_t v, int32_t shift,
+                             int32_t smax) {
+    const uint32_t half = 1u << (shift - 1);
+    int32_t sat = 0, t;
+    for (t = 0; v; t++, v >>= 1) {
+        if (v & 1u) {
+            sat += pt_step_s8(s++, g[t] * w[t], half, shift, smax);
+        }
+    }
+    return sat;
+}
+#endif
+
+/* The score steps of n >= 1 taps from edge j on (g their gradients, w their
+ * weights; *si the score index of the first scored one, moved past them).
+ * The taps of a block that have no score were never gathered: only the
+ * scored ones are read. fast (conv_score: 1 <= shift <= 31, and every |g| <
+ * 2^24 by the layer's size, so g * w fits int32): int8 scores take the
+ * inline step; else pt_score_apply. */
+static int32_t score_block(const pt_scores_t *sc, uint32_t *si, const int32_t *g, const int8_t *w, uint32_t j,
+                           int32_t n, int32_t shift, int32_t smax, int fast) {
+    int32_t sat = 0, t;
+    if (!fast || sc->s16) {
+        for (t = 0; t < n; t++) {
+            if (pt_edge_scored(sc, j + (uint32_t)t)) {
+                sat += pt_score_apply(sc, (*si)++, g[t], w[t], shift, smax);
+            }
+        }
+    } else if (sc->subset == NULL) {
+        /* PRIOT's int8 scores: one step per tap, g = 0 or w = 0 a step of 0
+         * that only clamps, as pt_score_apply */
+        int8_t *s = (int8_t *)sc->data + *si;
+#if PT_ASM_M0
+        sat = score_steps_m0(s, g, w, n, shift, smax);
 #else
         const uint32_t half = 1u << (shift - 1);
         for (t = 0; t < n; t++) {
             sat += pt_step_s8(s + t, g[t] * w[t], half, shift, smax);
         }
-        return sat;
 #endif
-    }
-    for (t = 0; t < n; t++) {
-        pt_scores_t sc;
-        sc.data = s;
-        sc.subset = NULL;
-        sc.s16 = 0;
-        sc.edge0 = 0;
-        sat += pt_score_apply(&sc, (uint32_t)t, g[t], w[t], shift, smax);
+        *si += (uint32_t)n;
+    } else {
+        /* PRIOT-S's int8 scores: 32 taps a word of the subset */
+        for (t = 0; t < n; t += 32) {
+            const uint32_t v = pt_bits_at(sc->subset, sc->edge0 + j + (uint32_t)t, n - t < 32 ? (uint32_t)(n - t) : 32u);
+            if (v) {
+                sat += score_bits_s8((int8_t *)sc->data + *si, g + t, w + t, v, shift, smax);
+                *si += pt_popcount32(v);
+            }
+        }
     }
     return sat;
 }
 
+#define GBLK 80   /* taps per block of conv_score (whole rows): 320 bytes of stack */
+
 static PT_NOINLINE int32_t conv_score(const int8_t *e, const int8_t *x, const int8_t *w, const pt_scores_t *sc,
                                       int32_t shift, int32_t smax, const pt_conv2d_dims_t *d) {
-    const int32_t k = d->k, plane = d->oh * d->ow, hw = d->h * d->w;
+    const int32_t k = d->k, plane = d->oh * d->ow, hw = d->h * d->w, nco = d->c_in * k * k;
     /* a tap's g sums at most plane products of int8 (|e x| <= 2^14): under 2^24 */
     const int fast = shift >= 1 && shift <= 31 && plane < 1024;
-    const uint32_t half = fast ? 1u << (shift - 1) : 0u;
     uint32_t j = 0, si = 0;
-    int32_t sat = 0, co, ci, kh, kw, g[KROW_MAX];
+    int32_t sat = 0, co, ci, kh, kw, r, rows, rb, g[GBLK];
     nz_t L;
     if (!sparse_bwd_ok(d)) {
         for (co = 0; co < d->c_out; co++) {
@@ -1075,52 +1122,43 @@ static PT_NOINLINE int32_t conv_score(const int8_t *e, const int8_t *x, const in
         }
         return sat;
     }
+    for (rb = 1; (rb + 1) * k <= GBLK; rb++) {
+        /* rows a block: GBLK / k (k <= KROW_MAX), not the software divide */
+    }
     nz_setup(&L, d->oh, d->ow, d->stride, -d->pad, k, d->h, d->w);
     for (co = 0; co < d->c_out; co++) {
         const int8_t *ep = e + co * plane;
-        int done, empty;
+        int done;
         nz_rewind(&L);
         done = nz_scan(&L, ep);
-        empty = done && L.n_in + L.n_bd == 0;
-        for (ci = 0; ci < d->c_in; ci++) {
-            for (kh = 0; kh < k; kh++) {
-                /* the row's scored taps (k <= KROW_MAX: one word of the subset) */
-                const uint32_t row = sc->subset == NULL ? (1u << k) - 1u
-                                                        : pt_bits_at(sc->subset, sc->edge0 + j, (uint32_t)k);
-                if (row == 0) {
-                    j += (uint32_t)k;
-                    continue;
-                }
-                if (empty) {
-                    /* g = 0: the step only clamps out-of-range scores */
-                    const uint32_t cnt = pt_popcount32(row);
-                    sat += pt_scores_clamp(sc, si, cnt, smax);
-                    si += cnt;
-                    j += (uint32_t)k;
-                    continue;
-                }
-                if (done) {
-                    gather_row(&L, x + ci * hw, kh, g);
-                } else {
-                    gather_row_chunked(&L, ep, x + ci * hw, kh, g);
-                }
-                if (sc->subset == NULL && !sc->s16) {
-                    sat += score_row_s8((int8_t *)sc->data + si, g, w + j, k, shift, smax, fast);
-                    si += (uint32_t)k;
-                    j += (uint32_t)k;
-                    continue;
-                }
-                for (kw = 0; kw < k; kw++, j++) {
-                    if (!((row >> kw) & 1u)) {
-                        continue;
-                    }
-                    if (fast && !sc->s16) {   /* PRIOT-S's int8 scores: score_row_s8's step */
-                        sat += pt_step_s8((int8_t *)sc->data + si++, g[kw] * w[j], half, shift, smax);
+        if (done && L.n_in + L.n_bd == 0) {
+            /* g = 0: the steps only clamp out-of-range scores */
+            const uint32_t cnt = pt_scores_in(sc, j, (uint32_t)nco);
+            sat += pt_scores_clamp(sc, si, cnt, smax);
+            si += cnt;
+            j += (uint32_t)nco;
+            continue;
+        }
+        /* blocks of whole rows of taps: the gradients of a block's scored rows,
+         * then its steps in one call (a call a row cost ~50 cycles more) */
+        ci = kh = 0;
+        for (rows = 0; rows < d->c_in * k; rows += r) {
+            for (r = 0; r < rb && rows + r < d->c_in * k; r++) {
+                int32_t *gr = g + r * k;
+                if (sc->subset == NULL || pt_bits_at(sc->subset, sc->edge0 + j + (uint32_t)(r * k), (uint32_t)k)) {
+                    if (done) {
+                        gather_row(&L, x + ci * hw, kh, gr);
                     } else {
-                        sat += pt_score_apply(sc, si++, g[kw], w[j], shift, smax);
+                        gather_row_chunked(&L, ep, x + ci * hw, kh, gr);
                     }
+                }
+                if (++kh == k) {
+                    kh = 0;
+                    ci++;
                 }
             }
+            sat += score_block(sc, &si, g, w + j, j, r * k, shift, smax, fast);
+            j += (uint32_t)(r * k);
         }
     }
     return sat;

@@ -522,6 +522,65 @@ PT_INLINE int32_t pt_step_s8(int8_t *s, int32_t p, uint32_t half, int32_t shift,
     return sat;
 }
 
+/* Thumb-1 text of the PRIOT-S score-step loops that walk a word of subset
+ * bits (conv2d.c: score_bits_s8, a conv layer's gathered taps; score.c:
+ * score_bits_x_s8, a Linear row): pt_step_s8 on every set bit of [v] (v != 0,
+ * bit i: edge i), each bit shifted out into the carry, so the walk needs no
+ * count of trailing zeros (the M0+ has none): 4 cycles an unscored edge, 6
+ * eight unscored ones in a row. PRODUCT leaves g * w in [p] for edge [i]
+ * (it may branch to 9f: no step, the score is only passed). The rounding adds
+ * half as ((|p| >> (shift - 1)) + 1) >> 1, the same bits, so that no register
+ * holds half. Operands: [s] the score pointer, moved past the scored edges;
+ * [i] = -1 on entry; [p] [t] [q] temporaries; [hi] [lo] smax and -smax, [sh1]
+ * shift - 1 and [sat] the count (high registers). */
+#define PT_SCORE_BITS_ASM(PRODUCT)                                             \
+    ".syntax unified\n\t"                                                      \
+    "b 8f\n"                                                                   \
+    "1:\n\t"                            /* v != 0: a clear bit is never the last */ \
+    "adds %[i], #1\n\t"                                                        \
+    "lsrs %[v], %[v], #1\n\t"           /* C: edge i is scored */              \
+    "bcc 1b\n\t"                                                               \
+    PRODUCT                                                                    \
+    "asrs %[t], %[p], #31\n\t"          /* the sign of g * w */                \
+    "eors %[p], %[t]\n\t"                                                      \
+    "subs %[p], %[p], %[t]\n\t"         /* |g * w| */                          \
+    "mov %[q], %[sh1]\n\t"                                                     \
+    "lsrs %[p], %[q]\n\t"                                                      \
+    "adds %[p], #1\n\t"                                                        \
+    "lsrs %[p], %[p], #1\n\t"                                                  \
+    "eors %[p], %[t]\n\t"                                                      \
+    "subs %[p], %[p], %[t]\n\t"         /* the step, halves away from 0 */     \
+    "ldrb %[q], [%[s]]\n\t"                                                    \
+    "sxtb %[q], %[q]\n\t"                                                      \
+    "subs %[q], %[q], %[p]\n\t"                                                \
+    "cmp %[q], %[hi]\n\t"                                                      \
+    "bgt 3f\n\t"                                                               \
+    "cmp %[q], %[lo]\n\t"                                                      \
+    "blt 4f\n"                                                                 \
+    "6:\n\t"                                                                   \
+    "strb %[q], [%[s]]\n"                                                      \
+    "9:\n\t"                                                                   \
+    "adds %[s], #1\n"                                                          \
+    "8:\n\t"                                                                   \
+    "lsls %[t], %[v], #24\n\t"          /* a scored edge among the next eight? */ \
+    "bne 1b\n\t"                                                               \
+    "cmp %[v], #0\n\t"                                                         \
+    "beq 5f\n\t"                                                               \
+    "lsrs %[v], %[v], #8\n\t"           /* no: skip them */                    \
+    "adds %[i], #8\n\t"                                                        \
+    "b 8b\n"                                                                   \
+    "3:\n\t"                            /* saturated: rare, out of the loop */ \
+    "mov %[q], %[hi]\n\t"                                                      \
+    "b 7f\n"                                                                   \
+    "4:\n\t"                                                                   \
+    "mov %[q], %[lo]\n"                                                        \
+    "7:\n\t"                                                                   \
+    "mov %[t], %[sat]\n\t"                                                     \
+    "adds %[t], #1\n\t"                                                        \
+    "mov %[sat], %[t]\n\t"                                                     \
+    "b 6b\n"                                                                   \
+    "5:\n"
+
 /* pt_score_step inline, for the kernels' loops. g == 0 (the common case: most
  * errors and activations are 0) only clamps a score that is out of range. */
 PT_INLINE int32_t pt_score_apply(const pt_scores_t *sc, uint32_t si, int32_t g, int32_t w,

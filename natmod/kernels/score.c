@@ -231,32 +231,62 @@ static int32_t score_list_s8(const int32_t *lp, const int32_t *end, const int8_t
 }
 #endif
 
-#define SUBSET_ROW_MAX 256   /* row length of the PRIOT-S row path (its tables on the stack) */
-
-/* PRIOT-S: the steps of one row of compact int8 scores s (those of edges j0 ..
- * j0 + n_in with their subset bit set, all in [-smax, smax]), e[o] = eo != 0,
- * only where x[i] != 0: the row's subset bits walked in order, 32 at a time,
- * the score index counting them, xnz the bitmap of nonzero inputs (issue 8:
- * no work for the unscored edges, two instructions for a scored edge whose
- * input is 0; a popcount per edge to find its score cost 14 more). */
-static PT_NOINLINE int32_t score_row_subset_s8(const uint32_t *xnz, const int8_t *x, const int8_t *w,
-                                               const uint8_t *bits, uint32_t j0, int8_t *s, int32_t eo,
-                                               int32_t n_in, int32_t shift, int32_t smax) {
+/* PRIOT-S: the steps of the scored edges among v's bits (edge t: bit t) on
+ * their compact int8 scores from *sp on (all in [-smax, smax]), e[o] = eo !=
+ * 0, only where x[t] != 0 (g = eo x[t]); *sp moves past the scored edges.
+ * v != 0, 1 <= shift <= 31. */
+#if PT_ASM_M0
+/* 11 cycles a scored edge whose input is 0, 34 a step (PT_SCORE_BITS_ASM). */
+static PT_NOINLINE int32_t score_bits_x_s8(int8_t **sp, const int8_t *x, const int8_t *w, uint32_t v, int32_t eo,
+                                           int32_t shift, int32_t smax) {
+    register int32_t hi __asm__("r8") = smax;
+    register int32_t lo __asm__("r9") = -smax;
+    register int32_t sat __asm__("r10") = 0;
+    register int32_t sh1 __asm__("r11") = shift - 1;
+    register int32_t e __asm__("r12") = eo;
+    int8_t *s = *sp;
+    int32_t i = -1, p, t, q;
+    __asm__ volatile(
+        PT_SCORE_BITS_ASM("ldrsb %[p], [%[x], %[i]]\n\t"
+                          "cmp %[p], #0\n\t"
+                          "beq 9f\n\t"             /* x = 0: g = 0, the score stays */
+                          "ldrsb %[t], [%[w], %[i]]\n\t"
+                          "muls %[p], %[t]\n\t"
+                          "mov %[t], %[e]\n\t"
+                          "muls %[p], %[t]\n\t")   /* g * w = eo x w */
+        : [s] "+l"(s), [v] "+l"(v), [i] "+l"(i), [p] "=&l"(p), [t] "=&l"(t), [q] "=&l"(q), [sat] "+r"(sat)
+        : [x] "l"(x), [w] "l"(w), [hi] "r"(hi), [lo] "r"(lo), [sh1] "r"(sh1), [e] "r"(e)
+        : "cc", "memory");
+    *sp = s;
+    return sat;
+}
+#else
+static int32_t score_bits_x_s8(int8_t **sp, const int8_t *x, const int8_t *w, uint32_t v, int32_t eo,
+                               int32_t shift, int32_t smax) {
     const uint32_t half = 1u << (shift - 1);
-    uint32_t i0;
-    int32_t sat = 0;
-    for (i0 = 0; i0 < (uint32_t)n_in; i0 += 32u) {
-        const uint32_t nz = xnz[i0 >> 5];
-        uint32_t v = pt_bits_at(bits, j0 + i0, (uint32_t)n_in - i0 < 32u ? (uint32_t)n_in - i0 : 32u);
-        for (; v; v &= v - 1u, s++) {
-            const uint32_t low = v & (0u - v);
-            if (nz & low) {
-                const uint32_t i = i0 + pt_lowest_bit(low);
-                const int32_t p = x[i] * w[i];
-                if (p != 0) {
-                    sat += pt_step_s8(s, p * eo, half, shift, smax);
-                }
+    int8_t *s = *sp;
+    int32_t sat = 0, t;
+    for (t = 0; v; t++, v >>= 1) {
+        if (v & 1u) {
+            if (x[t] != 0) {
+                sat += pt_step_s8(s, x[t] * w[t] * eo, half, shift, smax);
             }
+            s++;
+        }
+    }
+    *sp = s;
+    return sat;
+}
+#endif
+
+/* One row of it: edges j0 .. j0 + n_in of the subset, 32 at a time. */
+static PT_NOINLINE int32_t score_row_subset_s8(const int8_t *x, const int8_t *w, const uint8_t *bits, uint32_t j0,
+                                               int8_t *s, int32_t eo, int32_t n_in, int32_t shift, int32_t smax) {
+    int32_t sat = 0, i0;
+    for (i0 = 0; i0 < n_in; i0 += 32) {
+        const uint32_t v = pt_bits_at(bits, j0 + (uint32_t)i0, n_in - i0 < 32 ? (uint32_t)(n_in - i0) : 32u);
+        if (v) {
+            sat += score_bits_x_s8(&s, x + i0, w + i0, v, eo, shift, smax);
         }
     }
     return sat;
@@ -281,14 +311,12 @@ static PT_NOINLINE int32_t fc_score_listed(const int8_t *e, const int8_t *x, con
     return sat;
 }
 
-/* PRIOT-S (compact scores): every row, the nonzero inputs' indices listed once. */
+/* PRIOT-S (compact scores): every row. */
 static PT_NOINLINE int32_t fc_score_subset(const int8_t *e, const int8_t *x, const int8_t *w, const pt_scores_t *sc,
                                            int32_t shift, int32_t smax, int32_t n_in, int32_t n_out) {
     uint32_t j = 0, si = 0;
     int32_t sat = 0, o, i;
-    uint32_t xnz[SUBSET_ROW_MAX / 32];   /* bit i: x[i] != 0 */
-    int32_t listed = 0;
-    const int rows = !sc->s16 && shift >= 1 && shift <= 31 && n_in <= SUBSET_ROW_MAX;
+    const int rows = !sc->s16 && shift >= 1 && shift <= 31;
     for (o = 0; o < n_out; o++) {
         const int32_t eo = e[o];
         const uint32_t row_si = pt_scores_in(sc, j, (uint32_t)n_in);
@@ -296,16 +324,7 @@ static PT_NOINLINE int32_t fc_score_subset(const int8_t *e, const int8_t *x, con
         if (eo == 0) {
             sat += pt_scores_clamp(sc, si, row_si, smax);
         } else if (rows && scores_in_range_s8((const int8_t *)sc->data + si, (int32_t)row_si, smax)) {
-            if (!listed) {
-                for (i = 0; i < n_in; i++) {
-                    if ((i & 31) == 0) {
-                        xnz[i >> 5] = 0;
-                    }
-                    xnz[i >> 5] |= (uint32_t)(x[i] != 0) << (i & 31);
-                }
-                listed = 1;
-            }
-            sat += score_row_subset_s8(xnz, x, wr, sc->subset, sc->edge0 + j, (int8_t *)sc->data + si, eo, n_in, shift, smax);
+            sat += score_row_subset_s8(x, wr, sc->subset, sc->edge0 + j, (int8_t *)sc->data + si, eo, n_in, shift, smax);
         } else {
             uint32_t k = si;
             for (i = 0; i < n_in; i++) {

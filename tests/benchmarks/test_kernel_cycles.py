@@ -32,7 +32,7 @@ from picotrain import kernels_py as PY  # noqa: E402
 
 # The Thumb-1 inline-assembly loops of the armv6m build.
 ASM_LOOPS = ("gather5", "scatter5", "block4_k5", "dot4_list", "dot2_list_masked", "update_items", "idle_run",
-             "update_list", "or_abs4", "add_rows2", "score_steps_m0")
+             "update_list", "or_abs4", "add_rows2", "score_steps_m0", "score_bits_s8", "score_bits_x_s8")
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_random_calls_reach_every_assembly_loop(image):
     funcs = sorted((a & ~1, n) for n, a in image.symbols.items() if n in image.functions)
     starts = [a for a, _ in funcs]
     hit = set()
-    for name, args in fuzz.calls(seed=8, n_conv=8, n_fc=8, n_elem=2):
+    for name, args in fuzz.calls(seed=8, n_conv=16, n_fc=8, n_elem=2):
         entry, cargs, _ = emu._plan(name, args)
         res = harness.run_image(image, entry, cargs, trace=True)
         hit |= {funcs[bisect.bisect_right(starts, pc) - 1][1] for pc in res.profiles[0]}
