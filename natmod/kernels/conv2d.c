@@ -1101,7 +1101,7 @@ static int32_t score_block(const pt_scores_t *sc, uint32_t *si, const int32_t *g
 
 static PT_NOINLINE int32_t conv_score(const int8_t *e, const int8_t *x, const int8_t *w, const pt_scores_t *sc,
                                       int32_t shift, int32_t smax, const pt_conv2d_dims_t *d) {
-    const int32_t k = d->k, plane = d->oh * d->ow, hw = d->h * d->w, nco = d->c_in * k * k;
+    const int32_t k = d->k, plane = d->oh * d->ow, hw = d->h * d->w, nrows = d->c_in * k, nco = nrows * k;
     /* a tap's g sums at most plane products of int8 (|e x| <= 2^14): under 2^24 */
     const int fast = shift >= 1 && shift <= 31 && plane < 1024;
     uint32_t j = 0, si = 0;
@@ -1142,8 +1142,8 @@ static PT_NOINLINE int32_t conv_score(const int8_t *e, const int8_t *x, const in
         /* blocks of whole rows of taps: the gradients of a block's scored rows,
          * then its steps in one call (a call a row cost ~50 cycles more) */
         ci = kh = 0;
-        for (rows = 0; rows < d->c_in * k; rows += r) {
-            for (r = 0; r < rb && rows + r < d->c_in * k; r++) {
+        for (rows = 0; rows < nrows; rows += r) {
+            for (r = 0; r < rb && rows + r < nrows; r++) {
                 int32_t *gr = g + r * k;
                 if (sc->subset == NULL || pt_bits_at(sc->subset, sc->edge0 + j + (uint32_t)(r * k), (uint32_t)k)) {
                     if (done) {

@@ -387,17 +387,10 @@ PT_INLINE uint32_t pt_pruned_bits(const pt_scores_t *sc, uint32_t j, uint32_t nb
     } else {
         v = pt_bits_at(sc->subset, at, nb);
     }
-    if (sc->s16) {
-        const int16_t *s = (const int16_t *)sc->data;
-        for (; v; v &= v - 1u, i++) {
-            if (s[i] < thr) {
-                pruned |= v & (0u - v);
-            }
-        }
-    } else if (v) {
-        const int8_t *s = (const int8_t *)sc->data;
 #if PT_ASM_M0
-        /* 9 cycles a scored edge (gcc's loop: about 15, thr on the stack) */
+    if (!sc->s16 && v) {
+        /* int8 scores: 9 cycles a scored edge (gcc's loop: about 15, thr on the stack) */
+        const int8_t *s = (const int8_t *)sc->data;
         uint32_t t;
         __asm__ volatile(
             ".syntax unified\n"
@@ -420,13 +413,14 @@ PT_INLINE uint32_t pt_pruned_bits(const pt_scores_t *sc, uint32_t j, uint32_t nb
             : [i] "+l"(i), [v] "+l"(v), [pr] "+l"(pruned), [t] "=&l"(t)
             : [s] "l"(s), [thr] "l"(thr)
             : "cc", "memory");   /* it reads s[] */
-#else
-        for (; v; v &= v - 1u, i++) {
-            if (s[i] < thr) {
-                pruned |= v & (0u - v);
-            }
-        }
+        *si = i;
+        return pruned;
+    }
 #endif
+    for (; v; v &= v - 1u, i++) {
+        if (pt_score_get(sc, i) < thr) {
+            pruned |= v & (0u - v);
+        }
     }
     *si = i;
     return pruned;
