@@ -506,13 +506,15 @@ static int32_t count_nonzero(const int8_t *x, int32_t n) {
  * += wrow[j] * v (scatter).
  * ------------------------------------------------------------------------ */
 #define NZ_MAX 96       /* entries per chunk: 384 bytes of stack */
-#define KROW_MAX 16     /* k of the sparse paths (a row of taps on the stack) */
+#define KROW_MAX 16     /* k of the sparse paths (a row of taps, a k x k block of int8 weights on the stack) */
 
 typedef struct {
     int32_t R, C, a, b, k, TH, TW;   /* geometry, above */
     int32_t iy0, iy1, ix0, ix1;      /* positions whose window lies inside the target */
     int32_t oy, ox;                  /* where the next scan starts */
     int32_t n_in, n_bd;              /* ent[0 .. n_in) interior, ent[NZ_MAX - n_bd .. NZ_MAX) border */
+    int32_t nonneg;                  /* 1: the int8 target planes hold no negative byte (a gather's
+                                        bytes need no sign extension) */
     int32_t ent[NZ_MAX];
 } nz_t;
 
@@ -540,7 +542,7 @@ static void nz_setup(nz_t *L, int32_t R, int32_t C, int32_t a, int32_t b, int32_
     L->TW = TW;
     interior(a, b, k, TH, R, &L->iy0, &L->iy1);
     interior(a, b, k, TW, C, &L->ix0, &L->ix1);
-    L->oy = L->ox = L->n_in = L->n_bd = 0;
+    L->oy = L->ox = L->n_in = L->n_bd = L->nonneg = 0;
 }
 
 /* Sizes the entries hold (offsets < 2^22, positions < 4096) and the stack
@@ -678,109 +680,160 @@ static void nz_rewind(nz_t *L) {
 #define BD_R(e) ((int32_t)((uint32_t)(e) >> 20))
 #define BD_C(e) ((int32_t)(((uint32_t)(e) >> 8) & 0xFFFu))
 
-/* g[0:n] = sum over the interior entries [lp, end) of v * xb[off + 0:n]. */
-static void gather_c(const int32_t *lp, const int32_t *end, const int8_t *xb, int32_t *g, int32_t n) {
+/* g[r*gk + 0:n] = sum over the interior entries [lp, end) of v * xb[off + r*TW + 0:n], r < rows. */
+static void gather_c(const int32_t *lp, const int32_t *end, const int8_t *xb, int32_t *g, int32_t n,
+                     int32_t rows, int32_t TW, int32_t gk) {
+    const int32_t *l;
     int32_t t;
-    for (t = 0; t < n; t++) {
-        g[t] = 0;
-    }
-    for (; lp < end; lp++) {
-        const int8_t *xp = xb + ENT_OFF(*lp);
-        int32_t v = ENT_V(*lp);
+    for (; rows > 0; rows--, xb += TW, g += gk) {
         for (t = 0; t < n; t++) {
-            g[t] += v * xp[t];
+            g[t] = 0;
+        }
+        for (l = lp; l < end; l++) {
+            const int8_t *xp = xb + ENT_OFF(*l);
+            int32_t v = ENT_V(*l);
+            for (t = 0; t < n; t++) {
+                g[t] += v * xp[t];
+            }
         }
     }
 }
 
 #if PT_ASM_M0
 /* gather_c with n = 5, the five accumulators in r8-r12: per entry 33 cycles
- * for 5 MACs (ldm 2, decode 3, 5 x (ldrb 2, sxtb, muls, add), loop 3). */
-static PT_NOINLINE void gather5(const int32_t *lp, const int32_t *end, const int8_t *xb, int32_t *g) {
+ * for 5 MACs (ldm 2, decode 3, 5 x (ldrb 2, sxtb, muls, add), loop 3), 28
+ * when the target holds no negative byte (no sxtb: a ReLU'd feature map, an
+ * image), per row about 35 more (the window's rows in one call: a call a row
+ * cost ~100 in the callers' loops). EXT: the sign extension of a byte, or
+ * nothing. */
+#define G5_MAC(off, g, EXT)                                                     \
+    "ldrb %[t], [%[p], #" #off "]\n\t" EXT "muls %[t], %[v]\n\t" "add %[" #g "], %[t]\n\t"
+#define GATHER5_ROWS_ASM(EXT)                                                   \
+    __asm__ volatile(                                                         \
+        ".syntax unified\n"                                                   \
+        "0:\n\t"                                                              \
+        "movs %[t], #0\n\t"                                                   \
+        "mov %[g0], %[t]\n\t"                                                 \
+        "mov %[g1], %[t]\n\t"                                                 \
+        "mov %[g2], %[t]\n\t"                                                 \
+        "mov %[g3], %[t]\n\t"                                                 \
+        "mov %[g4], %[t]\n\t"                                                 \
+        "ldr %[lp], %[lp0]\n\t"                                               \
+        "cmp %[lp], %[end]\n\t"                                               \
+        "beq 2f\n"                                                            \
+        "1:\n\t"                                                              \
+        "ldmia %[lp]!, {%[p]}\n\t"          /* entry: off << 8 | v */          \
+        "sxtb %[v], %[p]\n\t"                                                 \
+        "asrs %[p], %[p], #8\n\t"                                             \
+        "adds %[p], %[p], %[xb]\n\t"        /* p = xb + off */                 \
+        G5_MAC(0, g0, EXT) G5_MAC(1, g1, EXT) G5_MAC(2, g2, EXT)              \
+        G5_MAC(3, g3, EXT) G5_MAC(4, g4, EXT)                                 \
+        "cmp %[lp], %[end]\n\t"                                               \
+        "bne 1b\n"                                                            \
+        "2:\n\t"                            /* the row's sums to g, the next row */ \
+        "ldr %[t], %[g]\n\t"                                                  \
+        "mov %[p], %[g0]\n\t"                                                 \
+        "str %[p], [%[t], #0]\n\t"                                            \
+        "mov %[p], %[g1]\n\t"                                                 \
+        "str %[p], [%[t], #4]\n\t"                                            \
+        "mov %[p], %[g2]\n\t"                                                 \
+        "str %[p], [%[t], #8]\n\t"                                            \
+        "mov %[p], %[g3]\n\t"                                                 \
+        "str %[p], [%[t], #12]\n\t"                                           \
+        "mov %[p], %[g4]\n\t"                                                 \
+        "str %[p], [%[t], #16]\n\t"                                           \
+        "ldr %[p], %[gk4]\n\t"                                                \
+        "adds %[t], %[t], %[p]\n\t"                                           \
+        "str %[t], %[g]\n\t"                                                  \
+        "ldr %[t], %[TW]\n\t"                                                 \
+        "adds %[xb], %[xb], %[t]\n\t"                                         \
+        "ldr %[t], %[rows]\n\t"                                               \
+        "subs %[t], #1\n\t"                                                   \
+        "str %[t], %[rows]\n\t"                                               \
+        "bne 0b\n"                                                            \
+        : [lp] "=&l"(lp), [p] "=&l"(p), [v] "=&l"(v), [t] "=&l"(t), [xb] "+l"(xb), \
+          [g0] "=&r"(g0), [g1] "=&r"(g1), [g2] "=&r"(g2), [g3] "=&r"(g3), [g4] "=&r"(g4), \
+          [g] "+m"(g), [rows] "+m"(rows)                                      \
+        : [end] "l"(end), [lp0] "m"(lp0), [gk4] "m"(gk4), [TW] "m"(TW)        \
+        : "cc", "memory")
+
+static PT_NOINLINE void gather5_rows(const int32_t *lp0, const int32_t *end, const int8_t *xb, int32_t *g,
+                                     int32_t rows, int32_t TW, int32_t gk, int nonneg) {
     register int32_t g0 __asm__("r8");
     register int32_t g1 __asm__("r9");
     register int32_t g2 __asm__("r10");
     register int32_t g3 __asm__("r11");
     register int32_t g4 __asm__("r12");
+    const int32_t gk4 = gk * 4;
+    const int32_t *lp;
     int32_t p, v, t;
-    __asm__ volatile(
-        ".syntax unified\n\t"
-        "movs %[t], #0\n\t"
-        "mov %[g0], %[t]\n\t"
-        "mov %[g1], %[t]\n\t"
-        "mov %[g2], %[t]\n\t"
-        "mov %[g3], %[t]\n\t"
-        "mov %[g4], %[t]\n\t"
-        "cmp %[lp], %[end]\n\t"
-        "beq 2f\n"
-        "1:\n\t"
-        "ldmia %[lp]!, {%[p]}\n\t"          /* entry: off << 8 | v */
-        "sxtb %[v], %[p]\n\t"
-        "asrs %[p], %[p], #8\n\t"
-        "adds %[p], %[p], %[xb]\n\t"        /* p = xb + off */
-        "ldrb %[t], [%[p], #0]\n\t"
-        "sxtb %[t], %[t]\n\t"
-        "muls %[t], %[v]\n\t"
-        "add %[g0], %[t]\n\t"
-        "ldrb %[t], [%[p], #1]\n\t"
-        "sxtb %[t], %[t]\n\t"
-        "muls %[t], %[v]\n\t"
-        "add %[g1], %[t]\n\t"
-        "ldrb %[t], [%[p], #2]\n\t"
-        "sxtb %[t], %[t]\n\t"
-        "muls %[t], %[v]\n\t"
-        "add %[g2], %[t]\n\t"
-        "ldrb %[t], [%[p], #3]\n\t"
-        "sxtb %[t], %[t]\n\t"
-        "muls %[t], %[v]\n\t"
-        "add %[g3], %[t]\n\t"
-        "ldrb %[t], [%[p], #4]\n\t"
-        "sxtb %[t], %[t]\n\t"
-        "muls %[t], %[v]\n\t"
-        "add %[g4], %[t]\n\t"
-        "cmp %[lp], %[end]\n\t"
-        "bne 1b\n"
-        "2:\n"
-        : [lp] "+l"(lp), [p] "=&l"(p), [v] "=&l"(v), [t] "=&l"(t),
-          [g0] "=&r"(g0), [g1] "=&r"(g1), [g2] "=&r"(g2), [g3] "=&r"(g3), [g4] "=&r"(g4)
-        : [end] "l"(end), [xb] "l"(xb)
-        : "cc", "memory");
-    g[0] = g0;
-    g[1] = g1;
-    g[2] = g2;
-    g[3] = g3;
-    g[4] = g4;
+    if (nonneg) {
+        GATHER5_ROWS_ASM("");
+    } else {
+        GATHER5_ROWS_ASM("sxtb %[t], %[t]\n\t");
+    }
 }
 #else
-static void gather5(const int32_t *lp, const int32_t *end, const int8_t *xb, int32_t *g) {
-    gather_c(lp, end, xb, g, 5);
+static void gather5_rows(const int32_t *lp, const int32_t *end, const int8_t *xb, int32_t *g, int32_t rows,
+                         int32_t TW, int32_t gk, int nonneg) {
+    (void)nonneg;
+    gather_c(lp, end, xb, g, 5, rows, TW, gk);
 }
 #endif
 
-/* out[off + 0:n] += wv[0:n] * v for every interior entry [lp, end). */
-static void scatter_c(const int32_t *lp, const int32_t *end, int32_t *ob, const int32_t *wv, int32_t n) {
+/* out[off + r*TW + 0:n] += w8[r*wk + 0:n] * v for every interior entry [lp, end), r < rows. */
+static void scatter_c(const int32_t *lp, const int32_t *end, int32_t *ob, const int8_t *w8, int32_t n,
+                      int32_t rows, int32_t TW, int32_t wk) {
+    const int32_t *l;
     int32_t t;
-    for (; lp < end; lp++) {
-        int32_t *op = ob + ENT_OFF(*lp);
-        int32_t v = ENT_V(*lp);
-        for (t = 0; t < n; t++) {
-            op[t] += wv[t] * v;
+    for (; rows > 0; rows--, ob += TW, w8 += wk) {
+        for (l = lp; l < end; l++) {
+            int32_t *op = ob + ENT_OFF(*l);
+            int32_t v = ENT_V(*l);
+            for (t = 0; t < n; t++) {
+                op[t] += w8[t] * v;
+            }
         }
     }
 }
 
 #if PT_ASM_M0
-/* scatter_c with n = 5, the weights in r8-r12: per entry 44 cycles for 5 MACs
- * (ldm 2, decode 5, 5 x (ldr 2, mov, muls, adds, str 2), loop 3). */
-static PT_NOINLINE void scatter5(const int32_t *lp, const int32_t *end, int32_t *ob, const int32_t *wv) {
-    register int32_t w0 __asm__("r8") = wv[0];
-    register int32_t w1 __asm__("r9") = wv[1];
-    register int32_t w2 __asm__("r10") = wv[2];
-    register int32_t w3 __asm__("r11") = wv[3];
-    register int32_t w4 __asm__("r12") = wv[4];
+/* scatter_c with n = 5, a row's weights in r8-r12: per entry 44 cycles for 5
+ * MACs (ldm 2, decode 5, 5 x (ldr 2, mov, muls, adds, str 2), loop 3), per
+ * row about 35 more (loading its five int8 weights). */
+static PT_NOINLINE void scatter5_rows(const int32_t *lp0, const int32_t *end, int32_t *ob, const int8_t *w8,
+                                      int32_t rows, int32_t TW, int32_t wk) {
+    register int32_t w0 __asm__("r8");
+    register int32_t w1 __asm__("r9");
+    register int32_t w2 __asm__("r10");
+    register int32_t w3 __asm__("r11");
+    register int32_t w4 __asm__("r12");
+    const int32_t tw4 = TW * 4;
+    const int32_t *lp;
     int32_t p, v, o, t;
     __asm__ volatile(
-        ".syntax unified\n\t"
+        ".syntax unified\n"
+        "0:\n\t"
+        "ldr %[t], %[w8]\n\t"               /* the row's weights, sign-extended */
+        "ldrb %[v], [%[t], #0]\n\t"
+        "sxtb %[v], %[v]\n\t"
+        "mov %[w0], %[v]\n\t"
+        "ldrb %[v], [%[t], #1]\n\t"
+        "sxtb %[v], %[v]\n\t"
+        "mov %[w1], %[v]\n\t"
+        "ldrb %[v], [%[t], #2]\n\t"
+        "sxtb %[v], %[v]\n\t"
+        "mov %[w2], %[v]\n\t"
+        "ldrb %[v], [%[t], #3]\n\t"
+        "sxtb %[v], %[v]\n\t"
+        "mov %[w3], %[v]\n\t"
+        "ldrb %[v], [%[t], #4]\n\t"
+        "sxtb %[v], %[v]\n\t"
+        "mov %[w4], %[v]\n\t"
+        "ldr %[v], %[wk]\n\t"
+        "adds %[t], %[t], %[v]\n\t"
+        "str %[t], %[w8]\n\t"
+        "ldr %[lp], %[lp0]\n\t"
         "cmp %[lp], %[end]\n\t"
         "beq 2f\n"
         "1:\n\t"
@@ -816,95 +869,112 @@ static PT_NOINLINE void scatter5(const int32_t *lp, const int32_t *end, int32_t 
         "str %[o], [%[p], #16]\n\t"
         "cmp %[lp], %[end]\n\t"
         "bne 1b\n"
-        "2:\n"
-        : [lp] "+l"(lp), [p] "=&l"(p), [v] "=&l"(v), [o] "=&l"(o), [t] "=&l"(t)
-        : [end] "l"(end), [ob] "l"(ob),
-          [w0] "r"(w0), [w1] "r"(w1), [w2] "r"(w2), [w3] "r"(w3), [w4] "r"(w4)
+        "2:\n\t"                            /* the next row */
+        "ldr %[t], %[tw4]\n\t"
+        "adds %[ob], %[ob], %[t]\n\t"
+        "ldr %[t], %[rows]\n\t"
+        "subs %[t], #1\n\t"
+        "str %[t], %[rows]\n\t"
+        "bne 0b\n"
+        : [lp] "=&l"(lp), [p] "=&l"(p), [v] "=&l"(v), [o] "=&l"(o), [t] "=&l"(t), [ob] "+l"(ob),
+          [w0] "=&r"(w0), [w1] "=&r"(w1), [w2] "=&r"(w2), [w3] "=&r"(w3), [w4] "=&r"(w4),
+          [w8] "+m"(w8), [rows] "+m"(rows)
+        : [end] "l"(end), [lp0] "m"(lp0), [wk] "m"(wk), [tw4] "m"(tw4)
         : "cc", "memory");
 }
 #else
-static void scatter5(const int32_t *lp, const int32_t *end, int32_t *ob, const int32_t *wv) {
-    scatter_c(lp, end, ob, wv, 5);
+static void scatter5_rows(const int32_t *lp, const int32_t *end, int32_t *ob, const int8_t *w8, int32_t rows,
+                          int32_t TW, int32_t wk) {
+    scatter_c(lp, end, ob, w8, 5, rows, TW, wk);
 }
 #endif
 
-/* g[0:k] = sum over the listed entries of v * tp[(top + i) * TW + left + 0:k]:
- * window row i of the target plane tp (the gradients of one row of taps). */
-static void gather_row(const nz_t *L, const int8_t *tp, int32_t i, int32_t *g) {
+/* g[r*k + 0:k] = sum over the listed entries of v * tp[(top + i0 + r) * TW + left + 0:k],
+ * r < rows: window rows i0 .. i0 + rows of the target plane tp (the gradients
+ * of those rows of taps). */
+static void gather_rows(const nz_t *L, const int8_t *tp, int32_t i0, int32_t rows, int32_t *g) {
     const int32_t k = L->k, TW = L->TW;
-    int32_t j = 0, e;
+    int32_t j = 0, e, r;
     if (L->n_in > 0) {
-        /* an interior window exists, so i*TW + j stays inside the plane */
-        const int8_t *xb = tp + i * TW;
+        /* an interior window exists, so (i0 + r)*TW + j stays inside the plane */
+        const int8_t *xb = tp + i0 * TW;
         const int32_t *end = L->ent + L->n_in;
         for (; j + 5 <= k; j += 5) {
-            gather5(L->ent, end, xb + j, g + j);
+            gather5_rows(L->ent, end, xb + j, g + j, rows, TW, k, L->nonneg);
         }
         if (j < k) {
-            gather_c(L->ent, end, xb + j, g + j, k - j);
+            gather_c(L->ent, end, xb + j, g + j, k - j, rows, TW, k);
         }
     } else {
-        for (; j < k; j++) {
+        for (; j < k * rows; j++) {
             g[j] = 0;
         }
     }
     for (e = NZ_MAX - L->n_bd; e < NZ_MAX; e++) {
         const int32_t ent = L->ent[e], v = ENT_V(ent);
-        const int32_t y = BD_R(ent) * L->a + L->b + i, x0 = BD_C(ent) * L->a + L->b;
+        const int32_t x0 = BD_C(ent) * L->a + L->b;
         const int32_t lo = x0 < 0 ? -x0 : 0, hi = TW - x0 < k ? TW - x0 : k;
-        const int8_t *xr;
-        if (y < 0 || y >= L->TH) {
-            continue;
-        }
-        xr = tp + y * TW + x0;
-        for (j = lo; j < hi; j++) {
-            g[j] += v * xr[j];
+        for (r = 0; r < rows; r++) {
+            const int32_t y = BD_R(ent) * L->a + L->b + i0 + r;
+            const int8_t *xr;
+            if (y < 0 || y >= L->TH) {
+                continue;
+            }
+            xr = tp + y * TW + x0;
+            for (j = lo; j < hi; j++) {
+                g[r * k + j] += v * xr[j];
+            }
         }
     }
 }
 
-/* tp[(top + i) * TW + left + j] += wr[j] * v for every listed entry, j < k:
- * window row i of the target plane tp (int32). */
-static void scatter_row(const nz_t *L, int32_t *tp, int32_t i, const int32_t *wr) {
+/* tp[(top + i) * TW + left + j] += w8[i*k + j] * v for every listed entry,
+ * i, j < k: the window's rows of the target plane tp (int32). */
+static void scatter_rows(const nz_t *L, int32_t *tp, const int8_t *w8) {
     const int32_t k = L->k, TW = L->TW;
-    int32_t j, e;
+    int32_t i, j, e;
     if (L->n_in > 0) {
-        int32_t *ob = tp + i * TW;
         const int32_t *end = L->ent + L->n_in;
         for (j = 0; j + 5 <= k; j += 5) {
-            scatter5(L->ent, end, ob + j, wr + j);
+            scatter5_rows(L->ent, end, tp + j, w8 + j, k, TW, k);
         }
         if (j < k) {
-            scatter_c(L->ent, end, ob + j, wr + j, k - j);
+            scatter_c(L->ent, end, tp + j, w8 + j, k - j, k, TW, k);
         }
     }
     for (e = NZ_MAX - L->n_bd; e < NZ_MAX; e++) {
         const int32_t ent = L->ent[e], v = ENT_V(ent);
-        const int32_t y = BD_R(ent) * L->a + L->b + i, x0 = BD_C(ent) * L->a + L->b;
+        const int32_t x0 = BD_C(ent) * L->a + L->b;
         const int32_t lo = x0 < 0 ? -x0 : 0, hi = TW - x0 < k ? TW - x0 : k;
-        int32_t *orow;
-        if (y < 0 || y >= L->TH) {
-            continue;
-        }
-        orow = tp + y * TW + x0;
-        for (j = lo; j < hi; j++) {
-            orow[j] += wr[j] * v;
+        for (i = 0; i < k; i++) {
+            const int32_t y = BD_R(ent) * L->a + L->b + i;
+            int32_t *orow;
+            if (y < 0 || y >= L->TH) {
+                continue;
+            }
+            orow = tp + y * TW + x0;
+            for (j = lo; j < hi; j++) {
+                orow[j] += w8[i * k + j] * v;
+            }
         }
     }
 }
 
-/* The gradient row when the plane needed several chunks: each is listed again
- * (the stack holds one). */
-static void gather_row_chunked(nz_t *L, const int8_t *ep, const int8_t *tp, int32_t i, int32_t *g) {
-    int32_t tmp[KROW_MAX], j, done;
-    nz_rewind(L);
-    done = nz_scan(L, ep);
-    gather_row(L, tp, i, g);
-    while (!done) {
+/* gather_rows when the plane needed several chunks: each is listed again
+ * (the stack holds one), a row at a time. */
+static void gather_rows_chunked(nz_t *L, const int8_t *ep, const int8_t *tp, int32_t i0, int32_t rows,
+                                int32_t *g) {
+    int32_t tmp[KROW_MAX], j, r, done;
+    for (r = 0; r < rows; r++, g += L->k) {
+        nz_rewind(L);
         done = nz_scan(L, ep);
-        gather_row(L, tp, i, tmp);
-        for (j = 0; j < L->k; j++) {
-            g[j] += tmp[j];
+        gather_rows(L, tp, i0 + r, 1, g);
+        while (!done) {
+            done = nz_scan(L, ep);
+            gather_rows(L, tp, i0 + r, 1, tmp);
+            for (j = 0; j < L->k; j++) {
+                g[j] += tmp[j];
+            }
         }
     }
 }
@@ -921,6 +991,7 @@ static PT_NOINLINE void conv_grad_sparse(const int8_t *e, const int8_t *x, int32
     int32_t co, ci, kh, t, g[KROW_MAX];
     nz_t L;
     nz_setup(&L, d->oh, d->ow, d->stride, -d->pad, k, d->h, d->w);
+    L.nonneg = pt_first_below_s8(x, x + d->c_in * hw, 0) == x + d->c_in * hw;   /* x >= 0: a ReLU's */
     for (co = 0; co < d->c_out; co++, out += nco) {
         int first = 1, done;
         nz_rewind(&L);
@@ -931,13 +1002,15 @@ static PT_NOINLINE void conv_grad_sparse(const int8_t *e, const int8_t *x, int32
                 break;
             }
             for (ci = 0; ci < d->c_in; ci++) {
+                if (first) {
+                    gather_rows(&L, x + ci * hw, 0, k, out + ci * k * k);
+                    continue;
+                }
                 for (kh = 0; kh < k; kh++) {
                     int32_t *gp = out + (ci * k + kh) * k;
-                    gather_row(&L, x + ci * hw, kh, first ? gp : g);
-                    if (!first) {
-                        for (t = 0; t < k; t++) {
-                            gp[t] += g[t];
-                        }
+                    gather_rows(&L, x + ci * hw, kh, 1, g);
+                    for (t = 0; t < k; t++) {
+                        gp[t] += g[t];
                     }
                 }
             }
@@ -1063,7 +1136,7 @@ static int32_t score_bits_s8(int8_t *s, const int32_t *g, const int8_t *w, uint3
  * 2^24 by the layer's size, so g * w fits int32): int8 scores take the
  * inline step; else pt_score_apply. */
 static int32_t score_block(const pt_scores_t *sc, uint32_t *si, const int32_t *g, const int8_t *w, uint32_t j,
-                           int32_t n, int32_t shift, int32_t smax, int fast) {
+                           const uint32_t *bw, int32_t n, int32_t shift, int32_t smax, int fast) {
     int32_t sat = 0, t;
     if (!fast || sc->s16) {
         for (t = 0; t < n; t++) {
@@ -1087,7 +1160,7 @@ static int32_t score_block(const pt_scores_t *sc, uint32_t *si, const int32_t *g
     } else {
         /* PRIOT-S's int8 scores: 32 taps a word of the subset */
         for (t = 0; t < n; t += 32) {
-            const uint32_t v = pt_bits_at(sc->subset, sc->edge0 + j + (uint32_t)t, n - t < 32 ? (uint32_t)(n - t) : 32u);
+            const uint32_t v = bw[t >> 5];
             if (v) {
                 sat += score_bits_s8((int8_t *)sc->data + *si, g + t, w + t, v, shift, smax);
                 *si += pt_popcount32(v);
@@ -1099,13 +1172,23 @@ static int32_t score_block(const pt_scores_t *sc, uint32_t *si, const int32_t *g
 
 #define GBLK 80   /* taps per block of conv_score (whole rows): 320 bytes of stack */
 
+/* Bits b .. b + k of the words bw (k < 32, b + k <= 32 * their number). */
+static uint32_t bits_in(const uint32_t *bw, uint32_t b, uint32_t k) {
+    const uint32_t sh = b & 31u;
+    uint32_t v = bw[b >> 5] >> sh;
+    if (sh + k > 32u) {
+        v |= bw[(b >> 5) + 1u] << (32u - sh);
+    }
+    return v & ((1u << k) - 1u);
+}
+
 static PT_NOINLINE int32_t conv_score(const int8_t *e, const int8_t *x, const int8_t *w, const pt_scores_t *sc,
                                       int32_t shift, int32_t smax, const pt_conv2d_dims_t *d) {
     const int32_t k = d->k, plane = d->oh * d->ow, hw = d->h * d->w, nrows = d->c_in * k, nco = nrows * k;
     /* a tap's g sums at most plane products of int8 (|e x| <= 2^14): under 2^24 */
     const int fast = shift >= 1 && shift <= 31 && plane < 1024;
     uint32_t j = 0, si = 0;
-    int32_t sat = 0, co, ci, kh, kw, r, rows, rb, g[GBLK];
+    int32_t sat = 0, co, ci, kh, kw, r, rows, rb, nr, t, g[GBLK];
     nz_t L;
     if (!sparse_bwd_ok(d)) {
         for (co = 0; co < d->c_out; co++) {
@@ -1114,7 +1197,7 @@ static PT_NOINLINE int32_t conv_score(const int8_t *e, const int8_t *x, const in
                     for (kw = 0; kw < k; kw++, j++) {
                         if (pt_edge_scored(sc, j)) {
                             int32_t gt = pt_conv2d_tap_s8_s32_chw(e, x, d, co, ci, kh, kw);
-                            sat += pt_score_apply(sc, si++, gt, w[j], shift, smax);
+                            sat += pt_score_step(sc, si++, gt, w[j], shift, smax);
                         }
                     }
                 }
@@ -1126,6 +1209,7 @@ static PT_NOINLINE int32_t conv_score(const int8_t *e, const int8_t *x, const in
         /* rows a block: GBLK / k (k <= KROW_MAX), not the software divide */
     }
     nz_setup(&L, d->oh, d->ow, d->stride, -d->pad, k, d->h, d->w);
+    L.nonneg = pt_first_below_s8(x, x + d->c_in * hw, 0) == x + d->c_in * hw;   /* x >= 0: a ReLU's */
     for (co = 0; co < d->c_out; co++) {
         const int8_t *ep = e + co * plane;
         int done;
@@ -1139,26 +1223,38 @@ static PT_NOINLINE int32_t conv_score(const int8_t *e, const int8_t *x, const in
             j += (uint32_t)nco;
             continue;
         }
-        /* blocks of whole rows of taps: the gradients of a block's scored rows,
-         * then its steps in one call (a call a row cost ~50 cycles more) */
+        /* blocks of whole rows of taps: the block's subset bits (bw), the
+         * gradients of its scored rows, then its steps in one call (a call a
+         * row cost ~50 cycles more); the scored rows of an input channel that
+         * come in a run are gathered in one call */
         ci = kh = 0;
-        for (rows = 0; rows < nrows; rows += r) {
-            for (r = 0; r < rb && rows + r < nrows; r++) {
-                int32_t *gr = g + r * k;
-                if (sc->subset == NULL || pt_bits_at(sc->subset, sc->edge0 + j + (uint32_t)(r * k), (uint32_t)k)) {
-                    if (done) {
-                        gather_row(&L, x + ci * hw, kh, gr);
-                    } else {
-                        gather_row_chunked(&L, ep, x + ci * hw, kh, gr);
-                    }
-                }
-                if (++kh == k) {
+        for (rows = 0; rows < nrows; rows += nr) {
+            uint32_t bw[(GBLK + 31) / 32];
+            int32_t nt, run;
+            nr = rows + rb <= nrows ? rb : nrows - rows;
+            nt = nr * k;
+            for (t = 0; t < nt; t += 32) {
+                bw[t >> 5] = sc->subset == NULL ? ~0u
+                             : pt_bits_at(sc->subset, sc->edge0 + j + (uint32_t)t, nt - t < 32 ? (uint32_t)(nt - t) : 32u);
+            }
+            for (r = 0; r < nr; r += run, kh += run) {
+                if (kh == k) {
                     kh = 0;
                     ci++;
                 }
+                for (run = 0; r + run < nr && kh + run < k && bits_in(bw, (uint32_t)((r + run) * k), (uint32_t)k);) {
+                    run++;
+                }
+                if (run == 0) {
+                    run = 1;   /* a row without scores: no gradient */
+                } else if (done) {
+                    gather_rows(&L, x + ci * hw, kh, run, g + r * k);
+                } else {
+                    gather_rows_chunked(&L, ep, x + ci * hw, kh, run, g + r * k);
+                }
             }
-            sat += score_block(sc, &si, g, w + j, j, r * k, shift, smax, fast);
-            j += (uint32_t)(r * k);
+            sat += score_block(sc, &si, g, w + j, j, bw, nt, shift, smax, fast);
+            j += (uint32_t)nt;
         }
     }
     return sat;
@@ -1172,8 +1268,8 @@ static PT_NOINLINE void conv_t_sparse(const int8_t *e, const int8_t *w, const pt
     const int32_t k = d->k, hw = d->h * d->w, plane = d->oh * d->ow, nco = d->c_in * k * k;
     const uint32_t skip = (uint32_t)(c0 * k * k);
     uint32_t j = 0, si = 0;
-    int32_t co, ci, kh, kw, wrow[KROW_MAX];
-    int8_t w8[KROW_MAX];
+    int32_t co, ci, t, nz;
+    int8_t w8[KROW_MAX * KROW_MAX];
     nz_t L;
     zero_s32(out + c0 * hw, (c1 - c0) * hw);
     nz_setup(&L, d->oh, d->ow, d->stride, -d->pad, k, d->h, d->w);
@@ -1189,23 +1285,20 @@ static PT_NOINLINE void conv_t_sparse(const int8_t *e, const int8_t *w, const pt
             }
             j = jco + skip;
             si = siskip;
-            for (ci = c0; ci < c1; ci++) {
-                for (kh = 0; kh < k; kh++) {
-                    const int8_t *wr = w + j;
-                    int32_t nz = 0;
-                    if (sc != NULL) {
-                        si = pt_mask_range_s8(wr, sc, thr, j, si, w8, k);
-                        wr = w8;
+            for (ci = c0; ci < c1; ci++, j += (uint32_t)(k * k)) {
+                const int8_t *wb = w + j;
+                if (sc != NULL) {
+                    /* a block pruned to zeros adds nothing */
+                    si = pt_mask_range_s8(wb, sc, thr, j, si, w8, k * k);
+                    for (nz = 0, t = 0; t < k * k; t++) {
+                        nz |= w8[t];
                     }
-                    j += (uint32_t)k;
-                    for (kw = 0; kw < k; kw++) {
-                        wrow[kw] = wr[kw];
-                        nz |= wrow[kw];
+                    if (!nz) {
+                        continue;
                     }
-                    if (nz) {
-                        scatter_row(&L, out + ci * hw, kh, wrow);
-                    }
+                    wb = w8;
                 }
+                scatter_rows(&L, out + ci * hw, wb);
             }
         } while (!done);
         /* past co's edges, whether or not they were walked */
@@ -1217,20 +1310,13 @@ static PT_NOINLINE void conv_t_sparse(const int8_t *e, const int8_t *w, const pt
 /* Scatter the listed inputs of x[ci] into output plane op with the (masked)
  * k x k weights wblk of (co, ci), turned by 180 degrees. */
 static void fwd_block(const nz_t *L, const int8_t *wblk, int32_t *op) {
-    const int32_t k = L->k;
-    int32_t i, t, wrow[KROW_MAX];
-    for (i = 0; i < k; i++) {
-        /* window row i is kernel row k-1-i, reversed */
-        const int8_t *wr = wblk + (k - 1 - i) * k + (k - 1);
-        int32_t any = 0;
-        for (t = 0; t < k; t++) {
-            wrow[t] = wr[-t];
-            any |= wrow[t];
-        }
-        if (any) {
-            scatter_row(L, op, i, wrow);
-        }
+    const int32_t kk = L->k * L->k;
+    int32_t t;
+    int8_t wrot[KFWD_MAX * KFWD_MAX];
+    for (t = 0; t < kk; t++) {
+        wrot[t] = wblk[kk - 1 - t];   /* turned by 180 degrees: the block's taps in reverse */
     }
+    scatter_rows(L, op, wrot);
 }
 
 #define SPARSE_CO_MAX 64   /* output channels whose compact score indices fit the stack */

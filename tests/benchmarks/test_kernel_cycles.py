@@ -31,7 +31,7 @@ from kbench import emu, fuzz, glue  # noqa: E402
 from picotrain import kernels_py as PY  # noqa: E402
 
 # The Thumb-1 inline-assembly loops of the armv6m build.
-ASM_LOOPS = ("gather5", "scatter5", "block4_k5", "dot4_list", "dot2_list_masked", "update_items", "idle_run",
+ASM_LOOPS = ("gather5_rows", "scatter5_rows", "block4_k5", "dot4_list", "dot2_list_masked", "update_items", "idle_run",
              "update_list", "or_abs4", "add_rows2", "score_steps_m0", "score_bits_s8", "score_bits_x_s8")
 
 
