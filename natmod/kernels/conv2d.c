@@ -704,8 +704,8 @@ static void gather_c(const int32_t *lp, const int32_t *end, const int8_t *xb, in
  * for 5 MACs (ldm 2, decode 3, 5 x (ldrb 2, sxtb, muls, add), loop 3), 28
  * when the target holds no negative byte (no sxtb: a ReLU'd feature map, an
  * image), per row about 35 more (the window's rows in one call: a call a row
- * cost ~100 in the callers' loops). EXT: the sign extension of a byte, or
- * nothing. */
+ * cost ~100 in the callers' loops); rows >= 1. EXT: the sign extension of
+ * a byte, or nothing. */
 #define G5_MAC(off, g, EXT)                                                     \
     "ldrb %[t], [%[p], #" #off "]\n\t" EXT "muls %[t], %[v]\n\t" "add %[" #g "], %[t]\n\t"
 #define GATHER5_ROWS_ASM(EXT)                                                   \
@@ -800,7 +800,7 @@ static void scatter_c(const int32_t *lp, const int32_t *end, int32_t *ob, const 
 #if PT_ASM_M0
 /* scatter_c with n = 5, a row's weights in r8-r12: per entry 44 cycles for 5
  * MACs (ldm 2, decode 5, 5 x (ldr 2, mov, muls, adds, str 2), loop 3), per
- * row about 35 more (loading its five int8 weights). */
+ * row about 35 more (loading its five int8 weights); rows >= 1. */
 static PT_NOINLINE void scatter5_rows(const int32_t *lp0, const int32_t *end, int32_t *ob, const int8_t *w8,
                                       int32_t rows, int32_t TW, int32_t wk) {
     register int32_t w0 __asm__("r8");
@@ -1268,7 +1268,7 @@ static PT_NOINLINE void conv_t_sparse(const int8_t *e, const int8_t *w, const pt
     const int32_t k = d->k, hw = d->h * d->w, plane = d->oh * d->ow, nco = d->c_in * k * k;
     const uint32_t skip = (uint32_t)(c0 * k * k);
     uint32_t j = 0, si = 0;
-    int32_t co, ci, t, nz;
+    int32_t co, ci;
     int8_t w8[KROW_MAX * KROW_MAX];
     nz_t L;
     zero_s32(out + c0 * hw, (c1 - c0) * hw);
@@ -1290,10 +1290,7 @@ static PT_NOINLINE void conv_t_sparse(const int8_t *e, const int8_t *w, const pt
                 if (sc != NULL) {
                     /* a block pruned to zeros adds nothing */
                     si = pt_mask_range_s8(wb, sc, thr, j, si, w8, k * k);
-                    for (nz = 0, t = 0; t < k * k; t++) {
-                        nz |= w8[t];
-                    }
-                    if (!nz) {
+                    if (count_nonzero(w8, k * k) == 0) {
                         continue;
                     }
                     wb = w8;
@@ -1335,7 +1332,7 @@ static PT_NOINLINE void conv_fwd_sparse(const int8_t *x, const int8_t *w, const 
                             pt_nz_cache_t *kc) {
     const int32_t k = d->k, kk = k * k, hw = d->h * d->w, plane = d->oh * d->ow, nco = d->c_in * kk;
     uint32_t j = (uint32_t)(c0 * nco), si = si0, sic[SPARSE_CO_MAX];
-    int32_t co, ci, t, nz, done;
+    int32_t co, ci, done;
     int8_t wblk[KFWD_MAX * KFWD_MAX];
     nz_t L;
     const int compact = sc != NULL && sc->subset != NULL;
@@ -1367,10 +1364,7 @@ static PT_NOINLINE void conv_fwd_sparse(const int8_t *x, const int8_t *w, const 
                         pt_mask_range_s8(w + j, sc, thr, j, sic[co - c0] - scores_of(sc, j, (uint32_t)kk), wblk,
                                          kk);
                     }
-                    for (nz = 0, t = 0; t < kk; t++) {
-                        nz |= wblk[t];
-                    }
-                    if (nz) {
+                    if (count_nonzero(wblk, kk)) {
                         fwd_block(&L, wblk, out + (co - c0) * plane);
                     }
                 }
@@ -1389,10 +1383,7 @@ static PT_NOINLINE void conv_fwd_sparse(const int8_t *x, const int8_t *w, const 
         for (ci = 0; ci < d->c_in; ci++) {
             si = pt_mask_range_s8(w + j, sc, thr, j, si, wblk, kk);
             j += (uint32_t)kk;
-            for (nz = 0, t = 0; t < kk; t++) {
-                nz |= wblk[t];
-            }
-            if (!nz) {
+            if (count_nonzero(wblk, kk) == 0) {
                 continue;
             }
             nz_rewind(&L);
