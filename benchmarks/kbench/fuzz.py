@@ -114,9 +114,11 @@ def calls(seed=1, n_conv=24, n_fc=12, n_elem=12):
         out.append(("fc_score_s8", [e, x, w, array(tc, sc), sub, rng.choice([0, 2, 9, 13]), smax, n_in, n_out]))
     for _ in range(n_elem):
         n = rng.randint(1, 700)
-        acc = array("i", [rng.choice([0, rng.randint(-2**31, 2**31 - 1), rng.randint(-3000, 3000)])
+        acc = array("i", [rng.choice([0, rng.randint(-2**31, 2**31 - 1), rng.randint(-3000, 3000),
+                                      rng.choice([-2**31, 2**31 - 1, 2**31 - 2**23])])
                           for _ in range(n)])
-        out.append(("requant_s32_s8", [acc, array("b", [9] * n), n, rng.choice([0, 1, 5, 9, 31, 40])]))
+        # shifts either side of 24, where requant's Thumb-1 loop hands over to C
+        out.append(("requant_s32_s8", [acc, array("b", [9] * n), n, rng.choice([0, 1, 5, 9, 24, 25, 31, 40])]))
         out.append(("bitlen_s32", [acc, n]))
         y = _s8(rng, n, 0.6)
         out.append(("relu_s8", [array("b", y), n]))

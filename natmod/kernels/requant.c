@@ -106,63 +106,95 @@ int32_t pt_bitlen_s32(const int32_t *acc, int32_t n) {
         q = (q ^ sg_) - sg_;                        \
     } while (0)
 
+#if PT_ASM_M0
+/* Requantize the first 3 floor(n / 3) of n >= 3 values, 1 <= shift <= 24;
+ * returns how many, adds the saturated ones to *sat. Three values per
+ * iteration, 9 cycles each and 8 an iteration (ldm, pointer, loop; RQ's
+ * magnitude and sign round trip took 12 a value and 9 an iteration of four):
+ * q = (a + half + (a >> 31)) >> shift rounds half away from zero as RQ does
+ * (for a < 0, -((|a| + half) >> shift) = (a + half - 1) >> shift); then
+ * q + 127 <= 254 as unsigned, or out of line to saturate. An a + half that
+ * wraps past INT32_MAX gives q <= -128 when shift <= 24, so it saturates too:
+ * the out-of-line path takes the sign from a, loaded again. Registers: every
+ * low one is taken (an LDM fills r3-r5 in that order). */
+static PT_NOINLINE int32_t requant3(const int32_t *acc_, int8_t *out_, int32_t n, int32_t shift, int32_t *sat) {
+    register const int32_t *acc __asm__("r0") = acc_;
+    register int8_t *out __asm__("r1") = out_;
+    register int32_t sg __asm__("r2");
+    register int32_t a0 __asm__("r3");
+    register int32_t a1 __asm__("r4");
+    register int32_t a2 __asm__("r5");
+    register int32_t sh __asm__("r6") = shift;
+    register int32_t k127 __asm__("r7") = PT_Q_MAX;
+    register const int32_t *end __asm__("r8") = acc_ + n - 2;   /* at least 3 left while acc < end */
+    register uint32_t hf __asm__("r9") = 1u << (shift - 1);
+    register int32_t ns __asm__("r10") = 0;
+    register int32_t one __asm__("r11") = 1;
+#define RQ3(a, i)                                                          \
+    "asrs %[sg], %[" #a "], #31\n\t"                                      \
+    "add %[" #a "], %[hf]\n\t"                                            \
+    "adds %[" #a "], %[" #a "], %[sg]\n\t"                                \
+    "asrs %[" #a "], %[sh]\n\t"                                           \
+    "adds %[sg], %[" #a "], %[k]\n\t"                                     \
+    "cmp %[sg], #254\n\t"                                                 \
+    "bhi 8" #i "f\n"                                                      \
+    "7" #i ":\n\t"                                                        \
+    "strb %[" #a "], [%[out], #" #i "]\n\t"
+/* value i was loaded from acc - 12 + 4 i: +-127 by its sign */
+#define RQ3_SAT(a, i, back)                                                \
+    "8" #i ":\n\t"                                                        \
+    "mov %[sg], %[acc]\n\t"                                               \
+    "subs %[sg], #" #back "\n\t"                                          \
+    "ldr %[sg], [%[sg]]\n\t"                                              \
+    "asrs %[sg], %[sg], #31\n\t"                                          \
+    "movs %[" #a "], #127\n\t"                                            \
+    "eors %[" #a "], %[sg]\n\t"                                           \
+    "subs %[" #a "], %[" #a "], %[sg]\n\t"                                \
+    "add %[ns], %[one]\n\t"                                               \
+    "b 7" #i "b\n"
+    __asm__ volatile(
+        ".syntax unified\n"
+        "1:\n\t"
+        "ldmia %[acc]!, {%[a0], %[a1], %[a2]}\n\t"
+        RQ3(a0, 0) RQ3(a1, 1) RQ3(a2, 2)
+        "adds %[out], #3\n\t"
+        "cmp %[acc], %[end]\n\t"
+        "bcc 1b\n\t"
+        "b 9f\n"
+        RQ3_SAT(a0, 0, 12) RQ3_SAT(a1, 1, 8) RQ3_SAT(a2, 2, 4)
+        "9:\n"
+        : [acc] "+l"(acc), [out] "+l"(out), [sg] "=&l"(sg), [a0] "=&l"(a0), [a1] "=&l"(a1), [a2] "=&l"(a2),
+          [ns] "+r"(ns)
+        : [end] "r"(end), [hf] "r"(hf), [sh] "l"(sh), [k] "l"(k127), [one] "r"(one)
+        : "cc", "memory");
+#undef RQ3
+#undef RQ3_SAT
+    *sat += ns;
+    return (int32_t)(acc - acc_);
+}
+#endif
+
 int32_t pt_requant_s32_s8(const int32_t *acc, int8_t *out, int32_t n, int32_t shift) {
     int32_t sat = 0;
     if (shift >= 1 && shift <= 31) {
-        /* the hot path: |a| as uint32 (exact for INT32_MIN), add half, shift */
+        /* the hot path (the armv6m build: requant3 for shifts up to 24): |a| as
+         * uint32 (exact for INT32_MIN), add half, shift */
         const uint32_t half = 1u << (shift - 1);
         uint32_t q0;
+#if PT_ASM_M0
+        if (n >= 3 && shift <= 24) {
+            const int32_t done = requant3(acc, out, n, shift, &sat);
+            acc += done;
+            out += done;
+            n -= done;
+        }
+#else
         while (n > 0 && !PT_ALIGNED4(out)) {
             RQ(*acc, q0, half, shift, sat);
             *out++ = (int8_t)q0;
             acc++;
             n--;
         }
-#if PT_ASM_M0
-        if (n >= 4) {
-            /* four values per iteration, 12 cycles each: ldm, |a| (3), + half, >> shift,
-             * a rarely taken branch to saturate, sign back (2), strb */
-            register const int32_t *end __asm__("r8") = acc + (n & ~3);
-            register uint32_t hf __asm__("r9") = half;
-            register int32_t nsat __asm__("r10") = 0;
-            register int32_t one __asm__("r11") = 1;
-            /* an LDM fills its registers in number order: ascending, fixed */
-            register int32_t a0 __asm__("r4");
-            register int32_t a1 __asm__("r5");
-            register int32_t a2 __asm__("r6");
-            register int32_t a3 __asm__("r7");
-            int32_t sg;
-#define RQ_ASM(a, off)                                                     \
-            "asrs %[sg], %[" #a "], #31\n\t"                              \
-            "eors %[" #a "], %[sg]\n\t"                                   \
-            "subs %[" #a "], %[" #a "], %[sg]\n\t"                        \
-            "add %[" #a "], %[hf]\n\t"                                    \
-            "lsrs %[" #a "], %[sh]\n\t"                                   \
-            "cmp %[" #a "], #127\n\t"                                     \
-            "bls 8" #off "f\n\t"                                          \
-            "movs %[" #a "], #127\n\t"                                    \
-            "add %[ns], %[one]\n"                                          \
-            "8" #off ":\n\t"                                              \
-            "eors %[" #a "], %[sg]\n\t"                                   \
-            "subs %[" #a "], %[" #a "], %[sg]\n\t"                        \
-            "strb %[" #a "], [%[out], #" #off "]\n\t"
-            __asm__ volatile(
-                ".syntax unified\n"
-                "1:\n\t"
-                "ldmia %[acc]!, {%[a0], %[a1], %[a2], %[a3]}\n\t"
-                RQ_ASM(a0, 0) RQ_ASM(a1, 1) RQ_ASM(a2, 2) RQ_ASM(a3, 3)
-                "adds %[out], #4\n\t"
-                "cmp %[acc], %[end]\n\t"
-                "bne 1b\n"
-                : [acc] "+l"(acc), [out] "+l"(out), [a0] "=&l"(a0), [a1] "=&l"(a1), [a2] "=&l"(a2),
-                  [a3] "=&l"(a3), [sg] "=&l"(sg), [ns] "+r"(nsat)
-                : [end] "r"(end), [hf] "r"(hf), [sh] "l"(shift), [one] "r"(one)
-                : "cc", "memory");
-#undef RQ_ASM
-            sat += nsat;
-            n &= 3;
-        }
-#else
         for (; n >= 4; n -= 4, acc += 4, out += 4) {
             uint32_t q1, q2, q3;
             RQ(acc[0], q0, half, shift, sat);

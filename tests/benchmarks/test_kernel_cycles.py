@@ -32,7 +32,7 @@ from picotrain import kernels_py as PY  # noqa: E402
 
 # The Thumb-1 inline-assembly loops of the armv6m build.
 ASM_LOOPS = ("gather5_rows", "scatter5_rows", "block4_k5", "dot4_list", "dot2_list_masked", "update_items", "idle_run",
-             "update_list", "or_abs4", "add_rows2", "score_steps_m0", "score_bits_s8", "score_bits_x_s8")
+             "update_list", "or_abs4", "requant3", "add_rows2", "score_steps_m0", "score_bits_s8", "score_bits_x_s8")
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +73,15 @@ def test_harness_gives_a_hand_written_loop_its_count(tmp_path, n):
     assert res.trm_cycles == [6 * n + 3]
 
 
+def _base(name):
+    """A function's name without the suffix of a GCC clone (requant3.constprop.0)."""
+    return name.split(".")[0]
+
+
 def test_armv6m_build_has_the_assembly_loops(image):
+    have = {_base(n) for n in image.functions}
     for name in ASM_LOOPS:
-        assert name in image.functions, name
+        assert name in have, name
 
 
 def test_assembly_kernels_bit_exact_on_random_calls(image):
@@ -93,7 +99,7 @@ def test_assembly_kernels_bit_exact_on_channel_ranges(image):
 
 def test_random_calls_reach_every_assembly_loop(image):
     """The bit-exact test above means something only if its calls run the assembly."""
-    funcs = sorted((a & ~1, n) for n, a in image.symbols.items() if n in image.functions)
+    funcs = sorted((a & ~1, _base(n)) for n, a in image.symbols.items() if n in image.functions)
     starts = [a for a, _ in funcs]
     hit = set()
     for name, args in fuzz.calls(seed=8, n_conv=16, n_fc=8, n_elem=2):
