@@ -16,7 +16,9 @@ epoch, and reports:
 - the least gc.mem_free() seen, sampled before every step without collecting (garbage
   included, as the board would see it);
 - micropython.mem_peak(): the most bytes the runtime ever had allocated (MICROPY_MEM_STATS;
-  blocks the collector frees are not subtracted, so it over-counts across collections);
+  blocks the collector frees are not subtracted, so it over-counts across collections; and
+  under a step's heap_lock every frame MicroPython tries to put on the heap counts although
+  the attempt fails and the frame goes on the C stack: about 4 KB a step);
 - the smallest heap (-X heapsize, searched to 1 KB) in which the same run completes: the
   measured peak requirement.
 
@@ -152,7 +154,7 @@ def main(argv=None):
         "| training buffers (`Trainer.nbytes()`) | %s |" % "{:,}".format(nbytes),
         "| least free heap seen before a step (2 MB heap) | %s |" % "{:,}".format(low),
         "| most heap ever used, 2 MB heap - least free | %s |" % "{:,}".format(big - low),
-        "| `micropython.mem_peak()` (counts collected garbage as live: an over-count) | %s |" % "{:,}".format(peak),
+        "| `micropython.mem_peak()` (an over-count: collected garbage, and the frames a locked step failed to allocate) | %s |" % "{:,}".format(peak),
         "| **smallest heap in which the whole run completes** (`-X heapsize`, to 1 KB) | **%s** |"
         % "{:,}".format(need),
         "",

@@ -63,6 +63,23 @@ def locked_steps(micropython):
     return run
 
 
+@pytest.fixture(scope="session")
+def step_lock(micropython):
+    """run(backend, path=()) -> ({case: (heap lock depth after, "ExceptionType message" or "-")},
+    active backend): device/scripts/step_lock.py, a step's own heap lock and how it ends."""
+    script = (Path(__file__).parent / "device" / "scripts" / "step_lock.py").read_text()
+
+    def run(backend, path=()):
+        lines = micropython("ARGV = ['x', %r]\n" % backend + script, path=path).splitlines()
+        cases = {}
+        for line in lines[:-1]:
+            name, depth, what = line.split(" ", 2)
+            cases[name] = (int(depth), what.strip())
+        return cases, lines[-1]
+
+    return run
+
+
 TESTS_DEVICE_DIR = Path(__file__).resolve().parent / "device"
 
 

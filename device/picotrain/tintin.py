@@ -322,12 +322,9 @@ class TinTin(Trainer):
             l.backward_input(e, e_in, m.ws, True)
             e_in.exp, e_in.u, e_in.d = e.exp, e.u, e.d
 
-    def step(self, x, label):
-        """Train on one sample (Trainer.step's contract); allocates nothing."""
+    def _pass(self, x, label, train=True):
+        """Trainer._pass with Tin-Tin's forward pass and error backward."""
         m = self.model
-        m.check_input(x)
-        if not (0 <= label < m.n_classes):
-            raise ValueError("label %r out of range 0..%d" % (label, m.n_classes - 1))
         y = self._forward(x)
         res = self.result
         res[1] = 1 if K.argmax_s8(y.data, y.size) == label else 0
@@ -347,12 +344,12 @@ class TinTin(Trainer):
             xin = acts[i - 1] if i > 0 else m._x
             if i > lowest:
                 self._backward_input(layer, e, errs[i - 1])
-            if layer.has_params and not layer.frozen:
+            if train and layer.has_params and not layer.frozen:
                 self._grad(i, layer, e, xin)
-        self.count += 1
-        if self.count % self.batch == 0:
-            self._apply()
-        return res
+        if train:
+            self.count += 1
+            if self.count % self.batch == 0:
+                self._apply()
 
     def predict(self, x):
         """Class of x under Tin-Tin's own forward pass."""

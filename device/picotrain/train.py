@@ -16,6 +16,14 @@ Subclasses override `dynamic`, `_setup`, `_grad` and `_apply`.
 A method with dynamic shifts that moves the weights (NITI, TinTin, FQT)
 drops the model's calibrated static shifts from its lowest trained layer up:
 they describe the old weights. Run calibrate() again for static inference.
+
+A step runs under micropython.heap_lock() once its arguments are checked.
+Unlocked, MicroPython allocates and frees on the heap the frame of every
+Python call with more than 11 words of locals and stack (py/objfun.c), which
+is most calls of a step: under the lock they go on the C stack, and the
+interpreter's share of a step halves (issue 8: 266k -> 135k x64 instructions
+of the unix port for PRIOT-S). An allocation in a step raises MemoryError
+instead of leaving garbage for a collection in the middle of training.
 """
 from array import array
 import time
@@ -23,6 +31,15 @@ import time
 from . import kernels as K
 from .layers import Linear
 from .memory import _free_bytes, preflight, trainer_plan
+
+try:
+    from micropython import heap_lock, heap_unlock
+    LOCKS = True
+except ImportError:  # CPython: nothing to lock
+    def heap_lock():
+        pass
+    heap_unlock = heap_lock
+    LOCKS = False
 
 
 def _ms():
@@ -89,10 +106,34 @@ class Trainer:
     def step(self, x, label):
         """Train on one sample. Returns the reused list [loss, correct]:
         loss = -err[label] in [0, 127] (about 128 * (1 - p_label)), correct 0/1."""
+        self.model.check_input(x, label)
+        heap_lock()  # (module docstring)
+        try:
+            self._pass(x, label)
+        except:  # noqa: E722 (KeyboardInterrupt too: never leave the heap locked)
+            heap_unlock()
+            self._explain()
+            raise
+        heap_unlock()
+        return self.result
+
+    def _explain(self):
+        """After an exception in a step's locked pass. A kernel's argument
+        error needs the heap for its text, so under the lock it came out as
+        MemoryError: the same pass, unlocked and without the parameter work,
+        on the step's input (with any label), raises it in full. Otherwise
+        the pass runs through and the step's own exception stands (a
+        MemoryError that stays is an allocation in the step). It takes no
+        arguments: a call with more in step's handler, or `except ... as`,
+        would make step's frame too big for the C stack (more than 11 words:
+        MicroPython allocates it on the heap at every step)."""
+        if LOCKS:
+            self._pass(self.model._x.data, 0, False)
+
+    def _pass(self, x, label, train=True):
+        """The step's work on a checked (x, label): forward pass, loss, error
+        backward; with train, the method's parameter work (_grad, _apply)."""
         m = self.model
-        m.check_input(x)
-        if not (0 <= label < m.n_classes):
-            raise ValueError("label %r out of range 0..%d" % (label, m.n_classes - 1))
         dyn = self.dynamic
         y = m._forward(x, dyn)
         res = self.result
@@ -104,7 +145,7 @@ class Trainer:
         e.exp = -7
         ws = m.ws
         lowest = self.lowest
-        trains = self.train_idx  # not layer.has_params: a class attribute costs a failed instance lookup
+        trains = self.train_idx if train else ()  # not layer.has_params: a class attribute costs a failed instance lookup
         for i in m._work_down:  # the layers with work to do, from the top (Model.build)
             if i < lowest:
                 break
@@ -114,10 +155,10 @@ class Trainer:
                 layer.backward_input(e, errs[i - 1], ws, dyn)
             if i in trains:
                 self._grad(i, layer, e, acts[i - 1] if i > 0 else m._x)
-        self.count += 1
-        if self.count % self.batch == 0:
-            self._apply()
-        return res
+        if train:
+            self.count += 1
+            if self.count % self.batch == 0:
+                self._apply()
 
     def epoch(self, data):
         """One pass over data (iterable of (x, label)); returns training accuracy."""

@@ -27,6 +27,20 @@ def test_step_allocates_nothing(locked_steps, cores):
                      for b in (1, 2)]
 
 
+def test_step_holds_the_heap_lock_and_always_releases_it(step_lock):
+    """issue 8: Trainer.step (and TinTin's) runs under micropython.heap_lock(): an
+    allocation in it raises MemoryError; an exception, KeyboardInterrupt included,
+    leaves the heap unlocked; a bad buffer still gets the kernel's own error."""
+    cases, backend = step_lock("python")
+    assert backend == "python"
+    for method in ("NITI", "PRIOTS", "TinTin"):
+        assert cases[method + "-allocates"] == (0, "MemoryError memory allocation failed, heap is locked")
+        assert cases[method + "-interrupted"] == (0, "KeyboardInterrupt")
+        assert cases[method + "-short-weights"][0] == 0
+        assert cases[method + "-short-weights"][1].startswith("IndexError")  # kernels_py's own
+        assert cases[method + "-mended"] == (0, "-")
+
+
 def test_model_file_crosses_implementations(micropython, tmp_path):
     """Saved under MicroPython, loaded on CPython (and back), same bytes."""
     micropython("""

@@ -488,6 +488,18 @@ def test_native_training_step_allocates_nothing(locked_steps, native, cores):
                      for b in (1, 2)]
 
 
+def test_native_argument_error_keeps_its_text_under_the_step_lock(step_lock, native):
+    """issue 8: the binding's messages need the heap, which Trainer.step locks; the
+    step runs its pass again unlocked, without the parameter work, to raise them in full."""
+    cases, backend = step_lock("native", path=(native[0],))
+    assert backend == "native"
+    for method, kernel in (("NITI", "fc_s8_s32"), ("PRIOTS", "fc_mask_s8_s32"), ("TinTin", "fc_s8_s32")):
+        assert cases[method + "-short-weights"] == (0, "ValueError %s: w has 5 items, needs 24 (n_in*n_out)" % kernel)
+        assert cases[method + "-allocates"] == (0, "MemoryError memory allocation failed, heap is locked")
+        assert cases[method + "-interrupted"] == (0, "KeyboardInterrupt")
+        assert cases[method + "-mended"] == (0, "-")
+
+
 # ----------------------------------------------------------- the Pico's build --
 
 def test_armv6m_build(natmod_build, mpy_dir, tmp_path):
