@@ -13,6 +13,11 @@ convolution is one fused kernel (conv2d_s8_s8_chw) that requantizes a few
 output channels at a time, so the int32 scratch need not hold its output
 (Model.plan(static=True)). Backward mirrors it for the error sent to the
 layer input. docs/NUMERICS.md has the exact rules.
+
+A Python call costs a Pico about 5,000 cycles (0.04 ms; issue 8, measured as
+x64 instructions of the unix port): the passes a static training step runs
+make their kernel calls and the requantization's bookkeeping inline rather
+than through a shared helper.
 """
 from array import array
 
@@ -106,13 +111,6 @@ class _Param(Layer):
         self.last_shift = s
         y.exp = base + s
 
-    def _finish_err(self, ws, e_in, n, e_exp, dynamic):
-        acc = ws.acc
-        s = dyn_shift(acc, n) if dynamic else self.bshift
-        self.sat_bwd += K.requant_s32_s8(acc, e_in.data, n, s)
-        self.last_bshift = s
-        e_in.exp = e_exp + self.weight.exp + s
-
 
 class Linear(_Param):
     kind = 1
@@ -144,7 +142,13 @@ class Linear(_Param):
         else:
             K.fc_mask_s8_s32(x.data, self.weight.data, self.scores, self.subset, self.thr,
                              ws.acc, self.n_in, self.n_out)
-        self._finish(ws, y, self.n_out, 1, x.exp, dynamic)
+        if dynamic or self.bias is not None:
+            self._finish(ws, y, self.n_out, 1, x.exp, dynamic)
+        else:  # the static shift, without _finish's call (module docstring)
+            s = self.shift
+            self.sat_fwd += K.requant_s32_s8(ws.acc, y.data, self.n_out, s)
+            self.last_shift = s
+            y.exp = x.exp + self.weight.exp + s
 
     def backward_input(self, e, e_in, ws, dynamic):
         if self.scores is None or not self.mask_bwd:
@@ -152,7 +156,12 @@ class Linear(_Param):
         else:
             K.fc_t_mask_s8_s32(e.data, self.weight.data, self.scores, self.subset, self.thr,
                                ws.acc, self.n_in, self.n_out)
-        self._finish_err(ws, e_in, self.n_in, e.exp, dynamic)
+        acc = ws.acc  # the error's requantization, inline (module docstring)
+        n = self.n_in
+        s = dyn_shift(acc, n) if dynamic else self.bshift
+        self.sat_bwd += K.requant_s32_s8(acc, e_in.data, n, s)
+        self.last_bshift = s
+        e_in.exp = e.exp + self.weight.exp + s
 
     def score_step(self, e, x, shift, smax):
         return K.fc_score_s8(e.data, x.data, self.weight.data, self.scores, self.subset,
@@ -201,21 +210,10 @@ class Conv2d(_Param):
         return self.c_out * self.c_in * self.k * self.k
 
     def forward(self, x, y, ws, dynamic):
-        if not dynamic:
-            self._forward_static(x, y, ws)
+        if dynamic:
+            self._forward_dynamic(x, y, ws)
             return
-        if self.scores is None:
-            K.conv2d_s8_s32_chw(x.data, self.weight.data, ws.acc, self.c_in, self.h, self.w,
-                                self.c_out, self.k, self.stride, self.pad)
-        else:
-            K.conv2d_mask_s8_s32_chw(x.data, self.weight.data, self.scores, self.subset, self.thr,
-                                     ws.acc, self.c_in, self.h, self.w, self.c_out, self.k,
-                                     self.stride, self.pad)
-        plane = self.oh * self.ow
-        self._finish(ws, y, self.c_out * plane, plane, x.exp, dynamic)
-
-    def _forward_static(self, x, y, ws):
-        """Convolution, bias and the static shift in one kernel (no int32 map)."""
+        # Static: convolution, bias and the shift in one kernel (no int32 map).
         base = x.exp + self.weight.exp
         s = self.shift
         if self.scores is None:
@@ -229,6 +227,17 @@ class Conv2d(_Param):
         self.last_shift = s
         y.exp = base + s
 
+    def _forward_dynamic(self, x, y, ws):
+        if self.scores is None:
+            K.conv2d_s8_s32_chw(x.data, self.weight.data, ws.acc, self.c_in, self.h, self.w,
+                                self.c_out, self.k, self.stride, self.pad)
+        else:
+            K.conv2d_mask_s8_s32_chw(x.data, self.weight.data, self.scores, self.subset, self.thr,
+                                     ws.acc, self.c_in, self.h, self.w, self.c_out, self.k,
+                                     self.stride, self.pad)
+        plane = self.oh * self.ow
+        self._finish(ws, y, self.c_out * plane, plane, x.exp, True)
+
     def backward_input(self, e, e_in, ws, dynamic):
         if self.scores is None or not self.mask_bwd:
             K.conv2d_t_s8_s32_chw(e.data, self.weight.data, ws.acc, self.c_in, self.h, self.w,
@@ -237,7 +246,12 @@ class Conv2d(_Param):
             K.conv2d_t_mask_s8_s32_chw(e.data, self.weight.data, self.scores, self.subset, self.thr,
                                        ws.acc, self.c_in, self.h, self.w, self.c_out, self.k,
                                        self.stride, self.pad)
-        self._finish_err(ws, e_in, self.c_in * self.h * self.w, e.exp, dynamic)
+        acc = ws.acc  # the error's requantization, inline (module docstring)
+        n = self.c_in * self.h * self.w
+        s = dyn_shift(acc, n) if dynamic else self.bshift
+        self.sat_bwd += K.requant_s32_s8(acc, e_in.data, n, s)
+        self.last_bshift = s
+        e_in.exp = e.exp + self.weight.exp + s
 
     def score_step(self, e, x, shift, smax):
         return K.conv2d_score_s8_chw(e.data, x.data, self.weight.data, self.scores, self.subset,
