@@ -154,7 +154,8 @@ def main(argv=None):
         "| training buffers (`Trainer.nbytes()`) | %s |" % "{:,}".format(nbytes),
         "| least free heap seen before a step (2 MB heap) | %s |" % "{:,}".format(low),
         "| most heap ever used, 2 MB heap - least free | %s |" % "{:,}".format(big - low),
-        "| `micropython.mem_peak()` (an over-count: collected garbage, and the frames a locked step failed to allocate) | %s |" % "{:,}".format(peak),
+        "| `micropython.mem_peak()` (an over-count: collected garbage, and the frames a locked step "
+        "failed to allocate) | %s |" % "{:,}".format(peak),
         "| **smallest heap in which the whole run completes** (`-X heapsize`, to 1 KB) | **%s** |"
         % "{:,}".format(need),
         "",

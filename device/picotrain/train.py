@@ -145,7 +145,8 @@ class Trainer:
         e.exp = -7
         ws = m.ws
         lowest = self.lowest
-        trains = self.train_idx if train else ()  # not layer.has_params: a class attribute costs a failed instance lookup
+        # not layer.has_params: a class attribute costs a failed instance lookup
+        trains = self.train_idx if train else ()
         for i in m._work_down:  # the layers with work to do, from the top (Model.build)
             if i < lowest:
                 break
