@@ -1,7 +1,8 @@
 # Trainer.step holds micropython.heap_lock() (issue 8): an allocation in a step
 # raises MemoryError, the heap is unlocked again however a step ends, and a
-# kernel's argument error keeps its text. Prints "<case> <exception> <lock depth
-# after>" per case, then the backend. ARGV = [script, backend] is set before this text.
+# kernel's argument error keeps its text. Prints "<case> <lock depth after>
+# <exception and message, or ->" per case, then the backend. ARGV = [script,
+# backend] is set before this text.
 import micropython
 from array import array
 
