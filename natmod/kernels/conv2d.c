@@ -461,6 +461,12 @@ static PT_NOINLINE void conv_fwd_dense(const int8_t *x, const int8_t *w, const p
     }
 }
 
+/* 1 when x[0:n] holds no negative byte (a ReLU's output, an image): the
+ * sparse gathers from it then need no sign extension (nz_t.nonneg). */
+static int nonneg_s8(const int8_t *x, int32_t n) {
+    return pt_first_below_s8(x, x + n, 0) == x + n;
+}
+
 /* Nonzero bytes of x[0:n]. */
 static int32_t count_nonzero(const int8_t *x, int32_t n) {
     int32_t c = 0;
@@ -991,7 +997,7 @@ static PT_NOINLINE void conv_grad_sparse(const int8_t *e, const int8_t *x, int32
     int32_t co, ci, kh, t, g[KROW_MAX];
     nz_t L;
     nz_setup(&L, d->oh, d->ow, d->stride, -d->pad, k, d->h, d->w);
-    L.nonneg = pt_first_below_s8(x, x + d->c_in * hw, 0) == x + d->c_in * hw;   /* x >= 0: a ReLU's */
+    L.nonneg = nonneg_s8(x, d->c_in * hw);
     for (co = 0; co < d->c_out; co++, out += nco) {
         int first = 1, done;
         nz_rewind(&L);
@@ -1205,11 +1211,9 @@ static PT_NOINLINE int32_t conv_score(const int8_t *e, const int8_t *x, const in
         }
         return sat;
     }
-    for (rb = 1; (rb + 1) * k <= GBLK; rb++) {
-        /* rows a block: GBLK / k (k <= KROW_MAX), not the software divide */
-    }
+    rb = (int32_t)pt_udiv_u32(GBLK, (uint32_t)k);   /* rows a block (k <= KROW_MAX < GBLK) */
     nz_setup(&L, d->oh, d->ow, d->stride, -d->pad, k, d->h, d->w);
-    L.nonneg = pt_first_below_s8(x, x + d->c_in * hw, 0) == x + d->c_in * hw;   /* x >= 0: a ReLU's */
+    L.nonneg = nonneg_s8(x, d->c_in * hw);
     for (co = 0; co < d->c_out; co++) {
         const int8_t *ep = e + co * plane;
         int done;
